@@ -1,0 +1,59 @@
+# infergate: every command sets up what it needs first (virtual environment,
+# system packages, demo models), so each works on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8001
+REPOSITORY ?= models/repository
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: help install system-deps proto models run test lint bench clean
+
+help:
+	@echo "make run     set up, build the demo models, serve them on $(HOST):$(PORT)"
+	@echo "make test    set up, run the test suite"
+	@echo "make lint    ruff + mypy --strict"
+	@echo "make bench   load benchmarks (perf_analyzer); results in bench/results/"
+	@echo "make proto   regenerate infergate/protocol from proto/*.proto"
+	@echo "make models  build the demo models into $(REPOSITORY)"
+
+install: $(STAMP) system-deps
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# perf_analyzer (shipped in tritonclient's wheel) links against libb64.
+system-deps:
+	@if ! ldconfig -p | grep -q 'libb64.so.0d'; then \
+		echo "installing libb64-0d (for perf_analyzer)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libb64-0d; \
+	fi
+
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py
+
+models: $(STAMP)
+	$(BIN)/python models/make_demo_models.py --repository $(REPOSITORY)
+
+run: install models
+	$(BIN)/infergate serve --model-repository $(REPOSITORY) --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: install models
+	$(BIN)/python -m bench.run --repository $(REPOSITORY)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,91 @@
+"""The Backend extension point: how the gateway talks to an inference runtime.
+
+A backend turns model artifacts into a LoadedModel that runs batches of numpy
+tensors. Backends are found through the `infergate.backends` entry-point group
+(see infergate.backends.discovery), so a package can add one by declaring:
+
+    [project.entry-points."infergate.backends"]
+    myruntime = "mypackage.backend:MyBackend"
+
+The gateway calls `LoadedModel.infer` from worker threads, possibly from several at
+once; a backend whose runtime is not thread-safe must guard itself (one interpreter
+per thread, a lock, ...). Nothing here may import grpc: backends are driven and
+tested without a server.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from infergate.gateway.core.spec import TensorSpec
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Runtime settings a backend may honour; each says what it ignores."""
+
+    intra_op_threads: int = 0  # 0: the runtime's default
+    inter_op_threads: int = 0
+    use_gpu: bool = True
+    # Free-form, per-backend settings (e.g. from ModelConfig.parameters).
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+class LoadedModel(abc.ABC):
+    """One model version loaded in one runtime, ready to execute batches."""
+
+    @property
+    @abc.abstractmethod
+    def inputs(self) -> Sequence[TensorSpec]:
+        """Inputs as the artifact declares them (-1 for variable dims)."""
+
+    @property
+    @abc.abstractmethod
+    def outputs(self) -> Sequence[TensorSpec]:
+        """Outputs as the artifact declares them."""
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> str:
+        """Where it runs: "cpu", "cuda:0", ..."""
+
+    @abc.abstractmethod
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch; returns every output by name. Called from worker threads."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
+        """Free the runtime's resources; the model is not used afterwards."""
+
+
+class Backend(abc.ABC):
+    """A runtime that can load some artifact formats."""
+
+    #: Name used in configs (ModelConfig.backend) and on the command line.
+    name: str = ""
+    #: Artifact file names this backend can load, in order of preference.
+    artifact_names: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def version(self) -> str:
+        """The runtime's version string."""
+
+    @abc.abstractmethod
+    def devices(self) -> list[str]:
+        """Devices this backend would run on here, best first."""
+
+    def find_artifact(self, version_dir: Path) -> Path | None:
+        """The artifact this backend would load from a version folder, if any."""
+        for artifact in self.artifact_names:
+            path = version_dir / artifact
+            if path.is_file():
+                return path
+        return None
+
+    @abc.abstractmethod
+    def load(self, artifact: Path, options: BackendOptions) -> LoadedModel:
+        """Load an artifact; raises ModelLoadError with a clear reason on failure."""

@@ -1,0 +1,180 @@
+"""The ONNX Runtime backend (onnxruntime-gpu; CPU where no GPU provider loads)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from infergate.backends.base import Backend, BackendOptions, LoadedModel
+from infergate.backends.providers import (
+    CUDA,
+    TENSORRT,
+    ProviderChoice,
+    ProviderProbe,
+    choose_providers,
+    probe_providers,
+)
+from infergate.gateway.core.errors import ModelLoadError
+from infergate.gateway.core.spec import VARIABLE, TensorSpec
+
+log = logging.getLogger(__name__)
+
+# onnxruntime's type strings ("tensor(float)") to protocol datatypes.
+_ORT_TYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+    "tensor(bfloat16)": "BF16",
+}
+# onnxruntime's log levels: 0 verbose .. 3 error, 4 fatal.
+_ORT_LOG_ERROR = 3
+
+
+@functools.cache
+def _probe() -> ProviderProbe:
+    """What this machine offers; probed once per process (it does not change)."""
+    return probe_providers()
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    artifact_names = ("model.onnx",)
+
+    def __init__(self, probe: ProviderProbe | None = None) -> None:
+        self._given_probe = probe
+
+    @property
+    def probe(self) -> ProviderProbe:
+        return self._given_probe or _probe()
+
+    def version(self) -> str:
+        import onnxruntime as ort
+
+        return str(ort.__version__)
+
+    def devices(self) -> list[str]:
+        choice = choose_providers(self.probe)
+        return [choice.device] if choice.device == "cpu" else [choice.device, "cpu"]
+
+    def choose(self, options: BackendOptions) -> ProviderChoice:
+        device_id = int(options.extra.get("device_id", "0"))
+        return choose_providers(self.probe, use_gpu=options.use_gpu, device_id=device_id)
+
+    def load(self, artifact: Path, options: BackendOptions) -> LoadedModel:
+        import onnxruntime as ort
+
+        choice = self.choose(options)
+        for provider, reason in choice.skipped.items():
+            log.debug("onnxruntime: not using %s: %s", provider, reason)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = options.intra_op_threads
+        so.inter_op_num_threads = options.inter_op_threads
+        so.log_severity_level = _ORT_LOG_ERROR
+        provider_options = [_provider_options(p, options) for p in choice.providers]
+        try:
+            session = ort.InferenceSession(
+                str(artifact),
+                sess_options=so,
+                providers=list(choice.providers),
+                provider_options=provider_options,
+            )
+        except Exception as exc:  # onnxruntime raises several unrelated types
+            raise ModelLoadError(f"onnxruntime could not load {artifact.name}: {exc}") from exc
+        return OnnxRuntimeModel(session, choice.device)
+
+
+def _provider_options(provider: str, options: BackendOptions) -> dict[str, str]:
+    device_id = options.extra.get("device_id", "0")
+    if provider == TENSORRT:
+        return {"device_id": device_id, "trt_fp16_enable": options.extra.get("trt_fp16", "false")}
+    if provider == CUDA:
+        return {"device_id": device_id}
+    return {}
+
+
+class OnnxRuntimeModel(LoadedModel):
+    def __init__(self, session: object, device: str) -> None:
+        import onnxruntime as ort
+
+        assert isinstance(session, ort.InferenceSession)
+        self._session = session
+        self._device = device
+        self._inputs = tuple(_spec(i) for i in session.get_inputs())
+        self._outputs = tuple(_spec(o) for o in session.get_outputs())
+        self._output_names = [o.name for o in self._outputs]
+        # Inputs onnxruntime wants as str, not bytes (string tensors).
+        self._string_inputs = {t.name for t in self._inputs if t.datatype == "BYTES"}
+
+    @property
+    def inputs(self) -> Sequence[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> Sequence[TensorSpec]:
+        return self._outputs
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._session.get_providers())
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {
+            name: (_to_str(array) if name in self._string_inputs else array)
+            for name, array in inputs.items()
+        }
+        results = self._session.run(self._output_names, feed)
+        return {
+            name: (_to_bytes(value) if value.dtype.kind in "OU" else value)
+            for name, value in zip(self._output_names, results, strict=True)
+        }
+
+    def close(self) -> None:
+        # Dropping the session frees it; there is no explicit close in onnxruntime.
+        del self._session
+
+
+def _spec(node: object) -> TensorSpec:
+    name = str(getattr(node, "name"))  # noqa: B009 - onnxruntime's NodeArg is untyped
+    ort_type = str(getattr(node, "type"))  # noqa: B009
+    datatype = _ORT_TYPES.get(ort_type)
+    if datatype is None:
+        raise ModelLoadError(f"tensor '{name}' has type {ort_type}, which is not supported")
+    shape = tuple(d if isinstance(d, int) and d >= 0 else VARIABLE for d in node.shape)  # type: ignore[attr-defined]
+    return TensorSpec(name, datatype, shape)
+
+
+def _to_str(array: np.ndarray) -> np.ndarray:
+    return (
+        np.vectorize(
+            lambda b: b.decode("utf-8") if isinstance(b, bytes) else str(b), otypes=[object]
+        )(array)
+        if array.size
+        else array.astype(object)
+    )
+
+
+def _to_bytes(array: np.ndarray) -> np.ndarray:
+    out = np.empty(array.shape, dtype=object)
+    flat = out.reshape(-1)
+    for i, value in enumerate(array.reshape(-1)):
+        flat[i] = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    return out

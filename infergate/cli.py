@@ -1,0 +1,185 @@
+"""The `infergate` command: serve, infer, backends."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from infergate.settings import Settings, SettingsError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args))
+    except SettingsError as exc:
+        print(f"infergate: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infergate", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--model-repository", type=Path, help="folder of models to serve")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8001; 0 picks one)")
+    serve.add_argument("--backends", help="comma-separated backends to use (default: all)")
+    serve.add_argument("--worker-threads", type=int)
+    serve.add_argument("--intra-op-threads", type=int)
+    serve.add_argument("--inter-op-threads", type=int)
+    serve.add_argument("--max-receive-message-mb", type=int)
+    serve.add_argument("--max-send-message-mb", type=int)
+    serve.add_argument("--shutdown-grace-s", type=float)
+    serve.add_argument("--default-max-batch-size", type=int)
+    serve.add_argument("--no-gpu", action="store_true", help="never use GPU providers")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    serve.add_argument("--port-file", type=Path, help="write the bound port here once ready")
+    serve.set_defaults(run=_serve)
+
+    infer = sub.add_parser("infer", help="send one inference request")
+    infer.add_argument("model")
+    infer.add_argument("--url", default="127.0.0.1:8001", help="gateway address host:port")
+    infer.add_argument("--version", default="")
+    infer.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=FILE.npy",
+        help="an input tensor from a .npy file; repeat for each input",
+    )
+    infer.add_argument("--output", action="append", default=[], help="output to return")
+    infer.add_argument("--save", type=Path, help="write outputs to this .npz file")
+    infer.add_argument("--timeout-s", type=float, default=30.0)
+    infer.set_defaults(run=_infer)
+
+    backends = sub.add_parser("backends", help="list the backends found here")
+    backends.add_argument("--json", action="store_true")
+    backends.set_defaults(run=_backends)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().with_overrides(
+        model_repository=args.model_repository,
+        host=args.host,
+        port=args.port,
+        backends=tuple(b for b in args.backends.split(",") if b) if args.backends else None,
+        worker_threads=args.worker_threads,
+        intra_op_threads=args.intra_op_threads,
+        inter_op_threads=args.inter_op_threads,
+        max_receive_message_mb=args.max_receive_message_mb,
+        max_send_message_mb=args.max_send_message_mb,
+        shutdown_grace_s=args.shutdown_grace_s,
+        default_max_batch_size=args.default_max_batch_size,
+        use_gpu=False if args.no_gpu else None,
+        log_level=args.log_level,
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from infergate.gateway.server import GatewayServer
+
+    async def run() -> None:
+        server = GatewayServer(settings)
+        if args.port_file is None:
+            await server.serve()
+            return
+
+        # Tests and scripts that start on port 0 learn the port from this file,
+        # written only once the server is ready.
+        async def announce() -> None:
+            while not server.ready:
+                await asyncio.sleep(0.05)
+            tmp = args.port_file.with_suffix(".tmp")
+            tmp.write_text(str(server.port))
+            tmp.replace(args.port_file)
+
+        announcer = asyncio.create_task(announce())
+        try:
+            await server.serve()
+        finally:
+            announcer.cancel()
+
+    try:
+        asyncio.run(run())
+    except RuntimeError as exc:
+        print(f"infergate: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from infergate.clients import Client, InferenceError
+
+    inputs: dict[str, np.ndarray] = {}
+    for item in args.input:
+        name, sep, path = item.partition("=")
+        if not sep:
+            print(f"infergate: --input wants NAME=FILE.npy, got {item!r}", file=sys.stderr)
+            return 2
+        try:
+            inputs[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            print(f"infergate: cannot read {path}: {exc}", file=sys.stderr)
+            return 2
+    with Client(args.url, timeout_s=args.timeout_s) as client:
+        try:
+            outputs = client.infer(
+                args.model, inputs, outputs=args.output or None, version=args.version
+            )
+        except InferenceError as exc:
+            print(f"infergate: {exc}", file=sys.stderr)
+            return 1
+    for name, array in outputs.items():
+        print(f"{name}: {array.dtype} {list(array.shape)}")
+        with np.printoptions(threshold=20, precision=4):
+            print(array)
+    if args.save:
+        np.savez(args.save, **outputs)  # type: ignore[arg-type]
+    return 0
+
+
+def _backends(args: argparse.Namespace) -> int:
+    from infergate.backends.discovery import discover
+
+    found = discover()
+    rows = [
+        {
+            "name": name,
+            "version": b.version(),
+            "devices": b.devices(),
+            "artifacts": list(b.artifact_names),
+            "available": True,
+        }
+        for name, b in found.backends.items()
+    ] + [{"name": u.name, "available": False, "reason": u.reason} for u in found.unavailable]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        if row["available"]:
+            print(
+                f"{row['name']:<12} {row['version']:<10} devices={','.join(row['devices'])} "
+                f"artifacts={','.join(row['artifacts'])}"
+            )
+        else:
+            print(f"{row['name']:<12} unavailable: {row['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

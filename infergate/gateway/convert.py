@@ -1,0 +1,190 @@
+"""All conversion between protocol messages and the core's numpy world.
+
+Decoding is zero-copy where the wire allows it: raw input bytes become numpy arrays
+through np.frombuffer over the message's own buffer. Byte counts are checked against
+shape and datatype here, since only the wire format knows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from infergate import codec
+from infergate.gateway.core import datatypes
+from infergate.gateway.core.errors import InvalidInput
+from infergate.gateway.core.model import ModelVersion
+from infergate.gateway.core.registry import IndexEntry
+from infergate.gateway.core.request import (
+    InferRequest,
+    InferResult,
+    InputTensor,
+    ParameterValue,
+)
+from infergate.gateway.core.stats import Duration, ModelStats
+from infergate.protocol import inference_pb2 as pb
+
+# ---- requests -------------------------------------------------------------------
+
+
+def decode_request(message: pb.ModelInferRequest) -> InferRequest:
+    """A core request from the wire; InvalidInput naming the tensor when malformed."""
+    raw = message.raw_input_contents
+    if raw and len(raw) != len(message.inputs):
+        raise InvalidInput(
+            f"raw_input_contents has {len(raw)} entries but the request has "
+            f"{len(message.inputs)} inputs; send one raw entry per input, in order"
+        )
+    inputs = []
+    for index, tensor in enumerate(message.inputs):
+        name = tensor.name
+        datatype = datatypes.BY_NAME.get(tensor.datatype)
+        if datatype is None:
+            raise InvalidInput(
+                f"input '{name}' has unknown datatype '{tensor.datatype}'; expected one of "
+                f"{sorted(datatypes.BY_NAME)}"
+            )
+        shape = tuple(tensor.shape)
+        if any(d < 0 for d in shape):
+            raise InvalidInput(f"input '{name}' has a negative dimension in shape {list(shape)}")
+        has_contents = tensor.HasField("contents")
+        if raw:
+            if has_contents:
+                raise InvalidInput(
+                    f"input '{name}' has typed contents while the request also carries "
+                    "raw_input_contents; send every input one way or the other, not both"
+                )
+            data = codec.decode_raw(name, datatype, shape, raw[index])
+        else:
+            data = _from_contents(name, datatype, shape, tensor.contents)
+        inputs.append(InputTensor(name, datatype.name, shape, data))
+    return InferRequest(
+        model_name=message.model_name,
+        model_version=message.model_version,
+        id=message.id,
+        inputs=inputs,
+        requested_outputs=tuple(o.name for o in message.outputs),
+        parameters=decode_parameters(message.parameters),
+    )
+
+
+def _from_contents(
+    name: str,
+    datatype: datatypes.Datatype,
+    shape: tuple[int, ...],
+    contents: pb.InferTensorContents,
+) -> np.ndarray:
+    count = int(np.prod(shape, dtype=np.int64))
+    if datatype.contents_field is None:
+        if count == 0:
+            return np.zeros(shape, dtype=datatype.numpy)
+        raise InvalidInput(
+            f"input '{name}': {datatype.name} can only be sent as raw_input_contents"
+        )
+    values = getattr(contents, datatype.contents_field)
+    if len(values) != count:
+        raise InvalidInput(
+            f"input '{name}': {datatype.contents_field} has {len(values)} elements, but shape "
+            f"{list(shape)} needs {count}"
+        )
+    if datatype.name == "BYTES":
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+        return array.reshape(shape)
+    try:
+        # The typed fields are wider than small types (int32 for INT8): refuse what
+        # does not fit rather than wrap around silently.
+        wide = np.asarray(values)
+        array = wide.astype(datatype.numpy)
+        if datatype.numpy.kind in "iu" and not np.array_equal(array, wide):
+            raise OverflowError
+    except (OverflowError, ValueError):
+        raise InvalidInput(
+            f"input '{name}': a value in {datatype.contents_field} does not fit {datatype.name}"
+        ) from None
+    return array.reshape(shape)
+
+
+def decode_parameters(parameters: Mapping[str, pb.InferParameter]) -> dict[str, ParameterValue]:
+    decoded: dict[str, ParameterValue] = {}
+    for key, value in parameters.items():
+        choice = value.WhichOneof("parameter_choice")
+        if choice is not None:
+            decoded[key] = getattr(value, choice)
+    return decoded
+
+
+# ---- responses ------------------------------------------------------------------
+
+
+def encode_result(result: InferResult) -> pb.ModelInferResponse:
+    """Outputs as raw little-endian bytes, in the order of the result."""
+    response = pb.ModelInferResponse(
+        model_name=result.model_name, model_version=result.model_version, id=result.id
+    )
+    raw = response.raw_output_contents
+    for output in result.outputs:
+        tensor = response.outputs.add(name=output.name, datatype=output.datatype)
+        tensor.shape.extend(output.data.shape)
+        raw.append(codec.encode_raw(output.datatype, output.data))
+    return response
+
+
+# ---- metadata, config, statistics, index ---------------------------------------
+
+
+def model_metadata(model: ModelVersion, versions: Sequence[str]) -> pb.ModelMetadataResponse:
+    response = pb.ModelMetadataResponse(
+        name=model.name, versions=list(versions), platform=model.platform
+    )
+    for tensor in model.spec.inputs:
+        response.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+    for tensor in model.spec.outputs:
+        response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+    return response
+
+
+def _duration(d: Duration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+
+def model_statistics(name: str, version: str, stats: ModelStats) -> pb.ModelStatistics:
+    s = stats
+    message = pb.ModelStatistics(
+        name=name,
+        version=version,
+        last_inference=s.last_inference_ms,
+        inference_count=s.inference_count,
+        execution_count=s.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=_duration(s.success),
+            fail=_duration(s.fail),
+            queue=_duration(s.queue),
+            compute_input=_duration(s.compute_input),
+            compute_infer=_duration(s.compute_infer),
+            compute_output=_duration(s.compute_output),
+            cache_hit=_duration(s.cache_hit),
+            cache_miss=_duration(s.cache_miss),
+        ),
+    )
+    for size, batch in sorted(s.batches.items()):
+        message.batch_stats.add(
+            batch_size=size,
+            compute_input=_duration(batch.compute_input),
+            compute_infer=_duration(batch.compute_infer),
+            compute_output=_duration(batch.compute_output),
+        )
+    return message
+
+
+def repository_index(rows: Iterable[IndexEntry]) -> pb.RepositoryIndexResponse:
+    response = pb.RepositoryIndexResponse()
+    for row in rows:
+        response.models.add(name=row.name, version=row.version, state=row.state, reason=row.reason)
+    return response
+
+
+def string_parameters(values: Mapping[str, Any]) -> dict[str, pb.InferParameter]:
+    return {k: pb.InferParameter(string_param=str(v)) for k, v in values.items()}

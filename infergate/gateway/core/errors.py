@@ -1,0 +1,56 @@
+"""The gateway's error hierarchy.
+
+Every failure the core reports is one of these; the gRPC layer maps each class to a
+status code in exactly one place (infergate.gateway.status). Messages are written for
+the caller: they name the model or tensor and say what was expected.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway reports to a caller."""
+
+
+class ModelNotFound(GatewayError):
+    """No such model, or no such version of it."""
+
+
+class ModelNotReady(GatewayError):
+    """The model exists but cannot serve now (failed to load, loading, unloading)."""
+
+
+class InvalidInput(GatewayError):
+    """The request does not match the protocol or the model's inputs."""
+
+
+class QueueFull(GatewayError):
+    """The model's queue is at its limit; the request was rejected at once."""
+
+
+class DeadlineExceeded(GatewayError):
+    """The request's time ran out before it could run."""
+
+
+class Cancelled(GatewayError):
+    """The caller went away before the request ran."""
+
+
+class BackendFailed(GatewayError):
+    """The runtime raised while executing a batch."""
+
+
+class ModelLoadError(GatewayError):
+    """A model's artifacts or config could not be loaded."""
+
+
+class Unauthenticated(GatewayError):
+    """The call lacks valid credentials."""
+
+
+class PermissionDenied(GatewayError):
+    """The call is not allowed in this configuration."""
+
+
+class Unavailable(GatewayError):
+    """The gateway is shutting down or no backend can take the work."""

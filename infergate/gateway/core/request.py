@@ -1,0 +1,44 @@
+"""The core's view of an inference request and its result, free of protobuf."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ParameterValue = bool | int | float | str
+
+
+@dataclass(slots=True)
+class InputTensor:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray  # already shaped; BYTES as an object array of bytes
+
+
+@dataclass(slots=True)
+class InferRequest:
+    model_name: str
+    model_version: str  # "" for the latest ready version
+    id: str
+    inputs: list[InputTensor]
+    # Empty: every output of the model.
+    requested_outputs: tuple[str, ...] = ()
+    parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class OutputTensor:
+    name: str
+    datatype: str
+    data: np.ndarray
+
+
+@dataclass(slots=True)
+class InferResult:
+    model_name: str
+    model_version: str
+    id: str
+    outputs: list[OutputTensor]

@@ -1,0 +1,137 @@
+"""The gRPC server's lifecycle: build, load the repository, serve, stop gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Mapping
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from infergate.backends.base import Backend, BackendOptions
+from infergate.backends.discovery import discover
+from infergate.gateway.core.pipeline import InferenceCore
+from infergate.gateway.servicers.inference import InferenceServicer
+from infergate.protocol import inference_pb2 as pb
+from infergate.protocol import inference_pb2_grpc as pb_grpc
+from infergate.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_MB = 1024 * 1024
+# The health service reports the inference service under this name, and the server
+# as a whole under "".
+INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+class GatewayServer:
+    """One gateway: a gRPC server over an InferenceCore.
+
+    Use `await start()` then `await wait()` (or `serve()` for both with signal
+    handling), and always `await stop()`. `port` is the bound port, also when the
+    settings asked for port 0.
+    """
+
+    def __init__(self, settings: Settings, backends: Mapping[str, Backend] | None = None) -> None:
+        self.settings = settings
+        if backends is None:
+            discovered = discover(settings.backends)
+            backends = discovered.backends
+        if not backends:
+            raise RuntimeError(
+                "no inference backend is available; install onnxruntime-gpu or onnxruntime"
+            )
+        options = BackendOptions(
+            intra_op_threads=settings.intra_op_threads,
+            inter_op_threads=settings.inter_op_threads,
+            use_gpu=settings.use_gpu,
+        )
+        self.core = InferenceCore(
+            backends,
+            options,
+            worker_threads=settings.worker_threads,
+            default_max_batch_size=settings.default_max_batch_size,
+        )
+        self._ready = False
+        self._health = health.aio.HealthServicer()
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.max_receive_message_mb * _MB),
+                ("grpc.max_send_message_length", settings.max_send_message_mb * _MB),
+                # Port 0 or a taken port must fail loudly, not share with another process.
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.core, lambda: self._ready), self._server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        self.port = 0
+        self._stopped = asyncio.Event()
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self) -> None:
+        """Bind, start answering (not ready yet), load the repository, then be ready."""
+        try:
+            self.port = self._server.add_insecure_port(self.settings.address)
+        except RuntimeError as exc:
+            raise RuntimeError(f"cannot listen on {self.settings.address}: {exc}") from exc
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._server.start()
+        log.info("infergate listening on %s", self.address)
+        if self.settings.model_repository is not None:
+            await self.core.load_repository(self.settings.model_repository)
+        self._ready = True
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        for row in self.core.registry.index():
+            log.info(
+                "model %s version %s: %s %s", row.name, row.version or "-", row.state, row.reason
+            )
+        log.info("infergate ready on %s", self.address)
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Refuse new calls, give in-flight ones `grace_s` to finish, free the models."""
+        if self._stopped.is_set():
+            return
+        self._ready = False
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        await self._server.stop(grace)
+        await self.core.aclose()
+        self._stopped.set()
+        log.info("infergate stopped")
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for service in ("", INFERENCE_SERVICE):
+            await self._health.set(service, status)
+
+    async def serve(self) -> None:
+        """Start, then run until SIGTERM or SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_requested.set)
+        try:
+            await self.start()
+            await stop_requested.wait()
+            log.info("signal received: stopping (grace %.1fs)", self.settings.shutdown_grace_s)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.stop()

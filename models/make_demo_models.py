@@ -1,0 +1,527 @@
+#!/usr/bin/env python3
+"""Build the bundled demo models into a Triton-style model repository.
+
+Every model is assembled by hand with ``onnx.helper`` from numpy arrays, so the
+only build dependencies are numpy, onnx and scikit-learn (for the ``load_digits``
+data that ships inside the wheel): no deep-learning framework, no network access,
+no downloaded weights. Seeds are fixed, so two runs on the same machine write
+byte-identical files and the committed artifacts can be checked for drift.
+
+Models (input ``x``, output ``y``, fp32, leading symbolic dimension ``batch``):
+
+* ``digits``    64-64-10 MLP trained here on ``load_digits``; outputs class
+                probabilities. Tiny; a correctness check with a known answer.
+* ``cnn``       small random-weight conv net on 3x32x32 images. Compute-bound,
+                so batching requests together buys little on CPU.
+* ``mlp_large`` 1024-4096-4096-1000 random-weight MLP, ~100 MB of weights.
+                Memory-bound at batch 1, so batching pays off. Too large to
+                commit: its model.onnx is generated on first use.
+
+Layout written for each model::
+
+    <repository>/<name>/config.pbtxt     Triton ModelConfig, protobuf text format
+    <repository>/<name>/1/model.onnx     opset 17, IR version 8
+
+Usage::
+
+    python models/make_demo_models.py [--repository DIR] [--only NAME ...] [--force]
+
+Existing files are left alone unless ``--force`` is given, which keeps ``make
+models`` cheap and does not clobber a config.pbtxt someone edited by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+# Opset 17 / IR 8 is what onnx 1.12 wrote; pinning both (instead of taking the
+# installed onnx's newest) lets older onnxruntime and Triton builds load the files.
+OPSET = 17
+IR_VERSION = 8
+
+INPUT_NAME = "x"
+OUTPUT_NAME = "y"
+BATCH_DIM = "batch"
+MODEL_VERSION = "1"
+MODEL_FILENAME = "model.onnx"
+CONFIG_FILENAME = "config.pbtxt"
+PRODUCER_NAME = "infergate/models/make_demo_models.py"
+
+# Resolved against this file, not the cwd, so the script works from anywhere.
+DEFAULT_REPOSITORY = Path(__file__).resolve().parent / "repository"
+
+# load_digits is ordered; a fixed split (rather than a shuffled one) keeps the
+# reported test accuracy reproducible without carrying a seed around.
+DIGITS_TRAIN_SAMPLES = 1500
+
+FloatArray = npt.NDArray[np.float32]
+LabelArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What config.pbtxt declares about a model, plus how to build its graph."""
+
+    name: str
+    max_batch_size: int
+    input_dims: tuple[int, ...]  # per-request shape, without the batch dimension
+    output_dims: tuple[int, ...]
+    build: Callable[[ModelSpec], onnx.ModelProto]
+
+
+# ---------------------------------------------------------------------------
+# Graph helpers
+# ---------------------------------------------------------------------------
+
+
+def _initializer(name: str, array: npt.NDArray[np.floating]) -> TensorProto:
+    # Everything the gateway serves is fp32; cast here so a float64 training
+    # result can never leak a double tensor into a graph.
+    return numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name=name)
+
+
+def _make_model(
+    spec: ModelSpec,
+    nodes: Sequence[onnx.NodeProto],
+    initializers: Sequence[TensorProto],
+    doc_string: str,
+) -> onnx.ModelProto:
+    """Wrap nodes into a checked model with the repository-wide conventions."""
+    graph = helper.make_graph(
+        list(nodes),
+        spec.name,
+        inputs=[
+            helper.make_tensor_value_info(
+                INPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, *spec.input_dims]
+            )
+        ],
+        outputs=[
+            helper.make_tensor_value_info(
+                OUTPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, *spec.output_dims]
+            )
+        ],
+        initializer=list(initializers),
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+        producer_name=PRODUCER_NAME,
+        # Deliberately not the onnx version: the bytes should depend only on
+        # this script, so upgrading onnx does not dirty the committed models.
+        producer_version="1",
+        model_version=int(MODEL_VERSION),
+        doc_string=doc_string,
+    )
+    # full_check runs shape inference too, which catches a wrong weight shape
+    # here rather than as a confusing load error in the gateway.
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _gemm_layer(
+    prefix: str, source: str, weight: FloatArray, bias: FloatArray, relu: bool
+) -> tuple[list[onnx.NodeProto], list[TensorProto], str]:
+    """Gemm(source, W[in,out], b), optionally followed by Relu.
+
+    Returns the nodes, their initializers and the name of the output tensor.
+    """
+    w_name, b_name, out = f"{prefix}.weight", f"{prefix}.bias", f"{prefix}.out"
+    nodes = [helper.make_node("Gemm", [source, w_name, b_name], [out], name=f"{prefix}.gemm")]
+    if relu:
+        nodes.append(helper.make_node("Relu", [out], [f"{prefix}.relu"], name=f"{prefix}.relu"))
+        out = f"{prefix}.relu"
+    return nodes, [_initializer(w_name, weight), _initializer(b_name, bias)], out
+
+
+def _he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> FloatArray:
+    # He init keeps the activation scale roughly constant through ReLU layers,
+    # so random-weight models produce finite, moderate outputs at any depth.
+    # Generating float32 directly (and scaling in place) avoids a float64
+    # temporary twice the size, which matters for the 64 MB mlp_large layer.
+    weights = rng.standard_normal(shape, dtype=np.float32)
+    weights *= np.float32(np.sqrt(2.0 / fan_in))
+    return weights
+
+
+# ---------------------------------------------------------------------------
+# digits: MLP trained on sklearn's bundled load_digits
+# ---------------------------------------------------------------------------
+
+DIGITS_HIDDEN = 64
+DIGITS_SEED = 0
+# Full-batch gradient descent with momentum: deterministic (no minibatch
+# shuffling) and under a second on 1500 samples. The held-out tail of the data
+# set is harder than the head: training accuracy reaches ~1.0 while test
+# accuracy plateaus near 0.92-0.93 whatever the step count; light weight decay
+# helps a little.
+DIGITS_STEPS = 300
+DIGITS_LEARNING_RATE = 0.3
+DIGITS_MOMENTUM = 0.9
+DIGITS_WEIGHT_DECAY = 1e-3
+
+
+def load_digits_split() -> tuple[FloatArray, LabelArray, FloatArray, LabelArray]:
+    """Return (x_train, y_train, x_test, y_test): 64 features in [0, 1], labels 0-9.
+
+    Public so tests can score the exported model on exactly the held-out split.
+    """
+    from sklearn.datasets import load_digits  # imported lazily: only digits needs it
+
+    digits = load_digits()
+    # Pixels are 0..16 intensities; the served model takes them divided by 16.
+    features = (np.asarray(digits.data, dtype=np.float64) / 16.0).astype(np.float32)
+    labels = np.asarray(digits.target, dtype=np.int64)
+    n = DIGITS_TRAIN_SAMPLES
+    return features[:n], labels[:n], features[n:], labels[n:]
+
+
+def _train_digits_mlp(
+    x: FloatArray, labels: LabelArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Train 64-H-10 ReLU MLP with softmax cross-entropy; return fp32 (w1, b1, w2, b2)."""
+    rng = np.random.default_rng(DIGITS_SEED)
+    n_features, n_classes = x.shape[1], 10
+    # Train in float64 so the result is less sensitive to summation order
+    # (BLAS threading) and only round to float32 once, at export.
+    xs = x.astype(np.float64)
+    w1 = rng.standard_normal((n_features, DIGITS_HIDDEN)) * np.sqrt(2.0 / n_features)
+    b1 = np.zeros(DIGITS_HIDDEN)
+    w2 = rng.standard_normal((DIGITS_HIDDEN, n_classes)) * np.sqrt(1.0 / DIGITS_HIDDEN)
+    b2 = np.zeros(n_classes)
+    params = [w1, b1, w2, b2]
+    velocity = [np.zeros_like(p) for p in params]
+    onehot = np.eye(n_classes)[labels]
+    n = xs.shape[0]
+
+    for _ in range(DIGITS_STEPS):
+        pre = xs @ w1 + b1
+        hidden = np.maximum(pre, 0.0)
+        logits = hidden @ w2 + b2
+        logits -= logits.max(axis=1, keepdims=True)  # stable softmax
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+
+        # Gradient of mean cross-entropy w.r.t. logits is (p - onehot) / n.
+        d_logits = (probs - onehot) / n
+        d_hidden = d_logits @ w2.T
+        d_hidden[pre <= 0.0] = 0.0
+        grads = [
+            xs.T @ d_hidden + DIGITS_WEIGHT_DECAY * w1,
+            d_hidden.sum(axis=0),
+            hidden.T @ d_logits + DIGITS_WEIGHT_DECAY * w2,
+            d_logits.sum(axis=0),
+        ]
+        for param, vel, grad in zip(params, velocity, grads, strict=True):
+            vel *= DIGITS_MOMENTUM
+            vel -= DIGITS_LEARNING_RATE * grad
+            param += vel
+
+    w1_32, b1_32, w2_32, b2_32 = (p.astype(np.float32) for p in params)
+    return w1_32, b1_32, w2_32, b2_32
+
+
+def _digits_accuracy(
+    weights: tuple[FloatArray, FloatArray, FloatArray, FloatArray],
+    x: FloatArray,
+    labels: LabelArray,
+) -> float:
+    # Same float32 forward pass the ONNX graph computes (softmax does not move
+    # the argmax, so it is skipped).
+    w1, b1, w2, b2 = weights
+    logits = np.maximum(x @ w1 + b1, 0.0) @ w2 + b2
+    return float(np.mean(logits.argmax(axis=1) == labels))
+
+
+def build_digits(spec: ModelSpec) -> onnx.ModelProto:
+    x_train, y_train, x_test, y_test = load_digits_split()
+    weights = _train_digits_mlp(x_train, y_train)
+    accuracy = _digits_accuracy(weights, x_test, y_test)
+    w1, b1, w2, b2 = weights
+
+    nodes, inits, hidden = _gemm_layer("fc1", INPUT_NAME, w1, b1, relu=True)
+    fc2_nodes, fc2_inits, logits = _gemm_layer("fc2", hidden, w2, b2, relu=False)
+    nodes += fc2_nodes
+    inits += fc2_inits
+    nodes.append(helper.make_node("Softmax", [logits], [OUTPUT_NAME], name="softmax", axis=1))
+
+    doc = (
+        "Handwritten digit classifier: 64-64-10 ReLU MLP trained with numpy on "
+        "scikit-learn load_digits. Input x [batch,64]: the 8x8 image flattened row-major, "
+        f"pixel values divided by 16 (range [0,1]). Output y [batch,10]: class probabilities "
+        f"(softmax). Trained on samples 0-{DIGITS_TRAIN_SAMPLES - 1}; accuracy on samples "
+        f"{DIGITS_TRAIN_SAMPLES}-{DIGITS_TRAIN_SAMPLES + len(y_test) - 1}: {accuracy:.4f}."
+    )
+    return _make_model(spec, nodes, inits, doc)
+
+
+# ---------------------------------------------------------------------------
+# cnn: small random-weight conv net (compute-bound)
+# ---------------------------------------------------------------------------
+
+CNN_SEED = 1
+
+
+def build_cnn(spec: ModelSpec) -> onnx.ModelProto:
+    rng = np.random.default_rng(CNN_SEED)
+    in_channels = spec.input_dims[0]
+    # (name, in, out) for each 3x3 conv; a 2x2 max pool follows conv2. About
+    # 29 M multiply-adds per 32x32 image against only ~230 KB of weights,
+    # which is what makes this model compute-bound.
+    convs = [("conv1", in_channels, 32), ("conv2", 32, 64), ("conv3", 64, 64)]
+
+    nodes: list[onnx.NodeProto] = []
+    inits: list[TensorProto] = []
+    current = INPUT_NAME
+    for name, c_in, c_out in convs:
+        w_name, b_name = f"{name}.weight", f"{name}.bias"
+        weight = _he_normal(rng, (c_out, c_in, 3, 3), fan_in=c_in * 9)
+        inits += [_initializer(w_name, weight), _initializer(b_name, np.zeros(c_out))]
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [current, w_name, b_name],
+                [f"{name}.out"],
+                name=name,
+                kernel_shape=[3, 3],
+                pads=[1, 1, 1, 1],  # "same" padding: keeps HxW
+            )
+        )
+        nodes.append(
+            helper.make_node("Relu", [f"{name}.out"], [f"{name}.relu"], name=f"{name}.relu")
+        )
+        current = f"{name}.relu"
+        if name == "conv2":
+            nodes.append(
+                helper.make_node(
+                    "MaxPool", [current], ["pool"], name="pool", kernel_shape=[2, 2], strides=[2, 2]
+                )
+            )
+            current = "pool"
+
+    nodes.append(helper.make_node("GlobalAveragePool", [current], ["gap"], name="gap"))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten", axis=1))
+    # Plain 1/fan_in variance for the linear head: no ReLU follows it.
+    head_in = convs[-1][2]
+    head_w = rng.standard_normal((head_in, spec.output_dims[0]), dtype=np.float32)
+    head_w *= np.float32(np.sqrt(1.0 / head_in))
+    head_nodes, head_inits, _ = _gemm_layer(
+        "fc", "flat", head_w, np.zeros(spec.output_dims[0], dtype=np.float32), relu=False
+    )
+    # Rename the head's output to the graph output instead of adding an Identity.
+    head_nodes[0].output[0] = OUTPUT_NAME
+    nodes += head_nodes
+    inits += head_inits
+
+    doc = (
+        "Demo convolutional network with random (seeded, He-initialised) weights; its "
+        "outputs mean nothing. Input x [batch,3,32,32], output y [batch,10] logits. "
+        "Conv3x3(3->32)+Relu, Conv3x3(32->64)+Relu, MaxPool2x2, Conv3x3(64->64)+Relu, "
+        "GlobalAveragePool, Gemm(64->10). Compute-bound: batching gains little on CPU."
+    )
+    return _make_model(spec, nodes, inits, doc)
+
+
+# ---------------------------------------------------------------------------
+# mlp_large: weight-heavy random MLP (memory-bound at batch 1)
+# ---------------------------------------------------------------------------
+
+MLP_LARGE_SEED = 2
+MLP_LARGE_HIDDEN = (4096, 4096)
+
+
+def build_mlp_large(spec: ModelSpec) -> onnx.ModelProto:
+    rng = np.random.default_rng(MLP_LARGE_SEED)
+    widths = [spec.input_dims[0], *MLP_LARGE_HIDDEN, spec.output_dims[0]]
+
+    nodes: list[onnx.NodeProto] = []
+    inits: list[TensorProto] = []
+    current = INPUT_NAME
+    last = len(widths) - 2
+    # One layer at a time: each weight array is turned into its TensorProto and
+    # then dropped, so no numpy copy of the whole model is ever held. (Protobuf
+    # still copies the tensors while assembling, checking and serialising the
+    # model; the build peaks around 750 MB RSS.)
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+        is_last = i == last
+        weight = _he_normal(rng, (fan_in, fan_out), fan_in)
+        if is_last:
+            # No ReLU after the head: 1/fan_in variance keeps logits around unit scale.
+            weight *= np.float32(np.sqrt(0.5))
+        layer_nodes, layer_inits, current = _gemm_layer(
+            f"fc{i + 1}", current, weight, np.zeros(fan_out, dtype=np.float32), relu=not is_last
+        )
+        del weight
+        nodes += layer_nodes
+        inits += layer_inits
+    nodes[-1].output[0] = OUTPUT_NAME
+
+    n_params = sum(a * b + b for a, b in itertools.pairwise(widths))
+    doc = (
+        "Demo weight-heavy MLP with random (seeded, He-initialised) weights; its outputs "
+        f"mean nothing. {'-'.join(map(str, widths))} with ReLU between layers, "
+        f"{n_params:,} fp32 parameters (~{n_params * 4 / 1e6:.0f} MB). Input x "
+        f"[batch,{widths[0]}], output y [batch,{widths[-1]}]. Memory-bound at batch 1: "
+        "every request streams all weights, so batching multiplies throughput."
+    )
+    return _make_model(spec, nodes, inits, doc)
+
+
+# ---------------------------------------------------------------------------
+# Repository
+# ---------------------------------------------------------------------------
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("digits", 64, (64,), (10,), build_digits),
+        ModelSpec("cnn", 32, (3, 32, 32), (10,), build_cnn),
+        ModelSpec("mlp_large", 32, (1024,), (1000,), build_mlp_large),
+    )
+}
+
+
+def render_config(spec: ModelSpec) -> str:
+    """Triton ModelConfig in protobuf text format.
+
+    dims exclude the batch dimension, as Triton expects when max_batch_size > 0.
+    """
+
+    def tensor(name: str, dims: tuple[int, ...]) -> list[str]:
+        return [
+            "  {",
+            f'    name: "{name}"',
+            "    data_type: TYPE_FP32",
+            f"    dims: [ {', '.join(map(str, dims))} ]",
+            "  }",
+        ]
+
+    lines = [
+        "# Generated by models/make_demo_models.py; edit the script, not this file.",
+        f'name: "{spec.name}"',
+        'platform: "onnxruntime_onnx"',
+        'backend: "onnxruntime"',
+        f"max_batch_size: {spec.max_batch_size}",
+        "input [",
+        *tensor(INPUT_NAME, spec.input_dims),
+        "]",
+        "output [",
+        *tensor(OUTPUT_NAME, spec.output_dims),
+        "]",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    # Write-then-rename: an interrupted build must not leave a truncated
+    # model.onnx behind, because the next run would skip it as "already built".
+    # A plain open() (not tempfile.mkstemp) so the file gets the usual
+    # umask-based permissions instead of 0600.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as out:
+            out.write(data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def model_path(repository: Path, name: str) -> Path:
+    return repository / name / MODEL_VERSION / MODEL_FILENAME
+
+
+def config_path(repository: Path, name: str) -> Path:
+    return repository / name / CONFIG_FILENAME
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def build_models(
+    repository: Path, names: Iterable[str] | None = None, force: bool = False
+) -> list[Path]:
+    """Build the named models (default: all) into ``repository``.
+
+    config.pbtxt and model.onnx are each skipped when they already exist, unless
+    ``force``. Returns the model.onnx path of every requested model, in the
+    order requested, whether it was built now or already present. Prints one
+    line per model. Raises KeyError for an unknown name before building anything.
+    """
+    selected = list(MODELS) if names is None else list(dict.fromkeys(names))
+    unknown = [name for name in selected if name not in MODELS]
+    if unknown:
+        raise KeyError(f"unknown model(s) {unknown}; known: {sorted(MODELS)}")
+
+    paths: list[Path] = []
+    for name in selected:
+        spec = MODELS[name]
+        cfg, onnx_file = config_path(repository, name), model_path(repository, name)
+        if force or not cfg.exists():
+            _write_atomic(cfg, render_config(spec).encode())
+        if force or not onnx_file.exists():
+            start = time.perf_counter()
+            data = spec.build(spec).SerializeToString()
+            _write_atomic(onnx_file, data)
+            elapsed = time.perf_counter() - start
+            print(
+                f"built   {name:<10} {_display(onnx_file)}  "
+                f"{len(data) / 1e6:8.2f} MB  {elapsed:6.2f} s",
+                flush=True,
+            )
+        else:
+            size = onnx_file.stat().st_size
+            print(
+                f"exists  {name:<10} {_display(onnx_file)}  {size / 1e6:8.2f} MB  "
+                "(skipped; --force rebuilds)",
+                flush=True,
+            )
+        paths.append(onnx_file)
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=DEFAULT_REPOSITORY,
+        help=f"model repository to write into (default: {_display(DEFAULT_REPOSITORY)})",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(MODELS),
+        metavar="NAME",
+        help=f"build only these models (of: {', '.join(MODELS)})",
+    )
+    parser.add_argument("--force", action="store_true", help="rebuild files that already exist")
+    args = parser.parse_args(argv)
+
+    try:
+        build_models(args.repository, args.only, force=args.force)
+    except Exception as exc:  # report any failure as one readable line and a non-zero exit
+        print(f"make_demo_models: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
