@@ -45,7 +45,7 @@ models: $(STAMP)
 run: install models
 	$(BIN)/infergate serve --model-repository $(REPOSITORY) --host $(HOST) --port $(PORT)
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

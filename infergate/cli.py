@@ -157,27 +157,29 @@ def _backends(args: argparse.Namespace) -> int:
     from infergate.backends.discovery import discover
 
     found = discover()
-    rows = [
-        {
-            "name": name,
-            "version": b.version(),
-            "devices": b.devices(),
-            "artifacts": list(b.artifact_names),
-            "available": True,
-        }
-        for name, b in found.backends.items()
-    ] + [{"name": u.name, "available": False, "reason": u.reason} for u in found.unavailable]
     if args.json:
+        rows: list[dict[str, object]] = [
+            {
+                "name": name,
+                "available": True,
+                "version": b.version(),
+                "devices": b.devices(),
+                "artifacts": list(b.artifact_names),
+            }
+            for name, b in found.backends.items()
+        ]
+        rows += [
+            {"name": u.name, "available": False, "reason": u.reason} for u in found.unavailable
+        ]
         print(json.dumps(rows, indent=2))
         return 0
-    for row in rows:
-        if row["available"]:
-            print(
-                f"{row['name']:<12} {row['version']:<10} devices={','.join(row['devices'])} "
-                f"artifacts={','.join(row['artifacts'])}"
-            )
-        else:
-            print(f"{row['name']:<12} unavailable: {row['reason']}")
+    for name, b in found.backends.items():
+        print(
+            f"{name:<12} {b.version():<10} devices={','.join(b.devices())} "
+            f"artifacts={','.join(b.artifact_names)}"
+        )
+    for u in found.unavailable:
+        print(f"{u.name:<12} unavailable: {u.reason}")
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +23,17 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 DEFAULT_OUT = ROOT / "infergate" / "protocol"
 _TOP_LEVEL_IMPORT = re.compile(r"^import (\w+_pb2)( as \w+)?$", re.MULTILINE)
+
+
+def _plugin(name: str) -> Path:
+    """A protoc plugin installed next to this Python (in the virtual environment)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        found = shutil.which(name)
+        if found is None:
+            raise SystemExit(f"{name} not found: install the dev extras (pip install -e '.[dev]')")
+        path = Path(found)
+    return path
 
 
 def generate(out_dir: Path) -> list[Path]:
@@ -35,6 +47,9 @@ def generate(out_dir: Path) -> list[Path]:
             f"--python_out={tmp}",
             f"--pyi_out={tmp}",
             f"--grpc_python_out={tmp}",
+            # Typed stubs for the generated services (mypy-protobuf's plugin).
+            f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
+            f"--mypy_grpc_out={tmp}",
             *(str(p) for p in protos),
         ]
         if protoc.main(args) != 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ _ORT_TYPES = {
     "tensor(string)": "BYTES",
     "tensor(bfloat16)": "BF16",
 }
+_ONNX_BFLOAT16 = 16  # onnx.TensorProto.BFLOAT16
 # onnxruntime's log levels: 0 verbose .. 3 error, 4 fatal.
 _ORT_LOG_ERROR = 3
 
@@ -119,6 +121,8 @@ class OnnxRuntimeModel(LoadedModel):
         self._output_names = [o.name for o in self._outputs]
         # Inputs onnxruntime wants as str, not bytes (string tensors).
         self._string_inputs = {t.name for t in self._inputs if t.datatype == "BYTES"}
+        # numpy has no bfloat16: such models go through OrtValues holding the bits.
+        self._bf16 = any(t.datatype == "BF16" for t in (*self._inputs, *self._outputs))
 
     @property
     def inputs(self) -> Sequence[TensorSpec]:
@@ -141,11 +145,36 @@ class OnnxRuntimeModel(LoadedModel):
             name: (_to_str(array) if name in self._string_inputs else array)
             for name, array in inputs.items()
         }
+        if self._bf16:
+            return self._infer_bf16(feed)
         results = self._session.run(self._output_names, feed)
         return {
             name: (_to_bytes(value) if value.dtype.kind in "OU" else value)
             for name, value in zip(self._output_names, results, strict=True)
         }
+
+    def _infer_bf16(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import onnxruntime as ort
+
+        bf16_inputs = {t.name for t in self._inputs if t.datatype == "BF16"}
+        values = {
+            name: ort.OrtValue.ortvalue_from_numpy_with_onnx_type(array, _ONNX_BFLOAT16)
+            if name in bf16_inputs
+            else ort.OrtValue.ortvalue_from_numpy(array)
+            for name, array in feed.items()
+        }
+        results = self._session.run_with_ort_values(self._output_names, values)
+        outputs = {}
+        for name, value in zip(self._output_names, results, strict=True):
+            if value.data_type() == "tensor(bfloat16)":
+                shape = tuple(value.shape())
+                count = int(np.prod(shape, dtype=np.int64))
+                # Copy the bits out of onnxruntime's buffer before the value goes.
+                buffer = (ctypes.c_uint16 * count).from_address(value.data_ptr())
+                outputs[name] = np.ctypeslib.as_array(buffer).reshape(shape).copy()
+            else:
+                outputs[name] = value.numpy()
+        return outputs
 
     def close(self) -> None:
         # Dropping the session frees it; there is no explicit close in onnxruntime.

@@ -97,7 +97,7 @@ class ModelRegistry:
         return list(entry.versions.values()) if entry else []
 
     def index(self) -> list[IndexEntry]:
-        rows = []
+        rows: list[IndexEntry] = []
         for entry in self:
             versions = sorted(entry.versions, key=_version_key) or [""]
             rows.extend(

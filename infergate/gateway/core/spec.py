@@ -137,4 +137,4 @@ def reconcile(
 def _shapes_compatible(declared: Sequence[int], actual: Sequence[int]) -> bool:
     if len(declared) != len(actual):
         return False
-    return all(a == VARIABLE or a == d for d, a in zip(declared, actual, strict=True))
+    return all(a in (VARIABLE, d) for d, a in zip(declared, actual, strict=True))

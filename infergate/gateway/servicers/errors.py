@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
 import grpc
 
@@ -14,31 +14,25 @@ from infergate.gateway.status import status_code
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
-R = TypeVar("R")
-S = TypeVar("S")
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-def grpc_errors(
-    method: Callable[Concatenate[S, Any, grpc.aio.ServicerContext, P], Awaitable[R]],
-) -> Callable[Concatenate[S, Any, grpc.aio.ServicerContext, P], Awaitable[R]]:
+def grpc_errors(method: F) -> F:
     """Abort with the mapped status on a GatewayError, INTERNAL on anything else."""
 
     @functools.wraps(method)
-    async def wrapper(
-        self: S, request: Any, context: grpc.aio.ServicerContext, *args: P.args, **kwargs: P.kwargs
-    ) -> R:
+    async def wrapper(self: object, request: object, context: Context) -> Any:
         try:
-            return await method(self, request, context, *args, **kwargs)
+            return await method(self, request, context)
         except GatewayError as exc:
             await context.abort(status_code(exc), str(exc))
+        except grpc.aio.AbortError:
+            raise
         except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
             log.exception("unexpected error in %s", method.__name__)
             await context.abort(
                 grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
             )
-        raise AssertionError("context.abort returned")  # pragma: no cover
 
-    return wrapper
+    return cast(F, wrapper)

@@ -6,14 +6,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
-import grpc
-
 from infergate import __version__
 from infergate.gateway import convert
 from infergate.gateway.core.errors import GatewayError, ModelNotFound
 from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.core.registry import ModelState
-from infergate.gateway.servicers.errors import grpc_errors
+from infergate.gateway.servicers.errors import Context, grpc_errors
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import inference_pb2_grpc as pb_grpc
 
@@ -34,17 +32,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # ---- health and metadata -------------------------------------------------
 
     async def ServerLive(
-        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ServerLiveRequest, context: Context
     ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(
-        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ServerReadyRequest, context: Context
     ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self._is_ready())
 
     async def ModelReady(
-        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ModelReadyRequest, context: Context
     ) -> pb.ModelReadyResponse:
         try:
             self._core.model(request.name, request.version)
@@ -53,7 +51,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=True)
 
     async def ServerMetadata(
-        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ServerMetadataRequest, context: Context
     ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(
             name=SERVER_NAME, version=__version__, extensions=list(EXTENSIONS)
@@ -61,7 +59,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @grpc_errors
     async def ModelMetadata(
-        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
         model = self._core.model(request.name, request.version)
         versions = list(self._core.registry.entry(request.name).versions)
@@ -69,7 +67,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @grpc_errors
     async def ModelConfig(
-        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ModelConfigRequest, context: Context
     ) -> pb.ModelConfigResponse:
         model = self._core.model(request.name, request.version)
         return pb.ModelConfigResponse(config=model.config)
@@ -78,7 +76,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @grpc_errors
     async def ModelInfer(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
         result = await self._core.infer(convert.decode_request(request))
         return convert.encode_result(result)
@@ -86,7 +84,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(
         self,
         request_iterator: AsyncIterator[pb.ModelInferRequest],
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests on a stream run concurrently; responses go out as they finish.
 
@@ -138,7 +136,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @grpc_errors
     async def ModelStatistics(
-        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ModelStatisticsRequest, context: Context
     ) -> pb.ModelStatisticsResponse:
         response = pb.ModelStatisticsResponse()
         if request.name:
@@ -160,7 +158,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @grpc_errors
     async def RepositoryIndex(
-        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RepositoryIndexRequest, context: Context
     ) -> pb.RepositoryIndexResponse:
         rows = self._core.registry.index()
         if request.ready:

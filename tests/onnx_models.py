@@ -1,0 +1,68 @@
+"""Tiny ONNX models that tests build on the fly, each exercising one thing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper
+
+# Protocol datatype -> ONNX element type, for the identity model.
+ONNX_TYPES = {
+    "BOOL": TensorProto.BOOL,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+    "BF16": TensorProto.BFLOAT16,
+}
+
+
+def _save(graph: onnx.GraphProto, path: Path, opset: int = 17) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def identity_model(path: Path, datatype: str, dims: tuple[int | str, ...] = ("batch", 3)) -> Path:
+    """out = in, for one datatype; shapes with a variable batch dimension."""
+    elem = ONNX_TYPES[datatype]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["in"], ["out"])],
+        f"identity_{datatype.lower()}",
+        [helper.make_tensor_value_info("in", elem, list(dims))],
+        [helper.make_tensor_value_info("out", elem, list(dims))],
+    )
+    return _save(graph, path)
+
+
+def add_model(path: Path) -> Path:
+    """sum = a + b and diff = a - b, FP32 [batch, 4]: two inputs, two outputs."""
+    dims: list[int | str] = ["batch", 4]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["a", "b"], ["sum"]),
+            helper.make_node("Sub", ["a", "b"], ["diff"]),
+        ],
+        "add_sub",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, dims),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, dims),
+        ],
+        [
+            helper.make_tensor_value_info("sum", TensorProto.FLOAT, dims),
+            helper.make_tensor_value_info("diff", TensorProto.FLOAT, dims),
+        ],
+    )
+    return _save(graph, path)

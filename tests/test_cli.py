@@ -1,0 +1,126 @@
+"""The `infergate` command, run as a user would: a real process, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BIN = Path(sys.executable).parent / "infergate"
+
+
+@pytest.fixture
+def served(repository: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    port_file = tmp_path / "port"
+    process = subprocess.Popen(
+        [
+            str(BIN),
+            "serve",
+            "--model-repository",
+            str(repository),
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--shutdown-grace-s",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not port_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"gateway did not start:\n{process.communicate()[0]}")
+        time.sleep(0.05)
+    try:
+        yield process, int(port_file.read_text())
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_serve_infer_then_stop_gracefully_on_sigterm(
+    served: tuple[subprocess.Popen[str], int], tmp_path: Path
+) -> None:
+    process, port = served
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((2, 64), np.float32))
+    saved = tmp_path / "out.npz"
+    result = subprocess.run(
+        [
+            str(BIN),
+            "infer",
+            "digits",
+            "--url",
+            f"127.0.0.1:{port}",
+            "--input",
+            f"x={x}",
+            "--save",
+            str(saved),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "y: float32 [2, 10]" in result.stdout
+    assert np.load(saved)["y"].shape == (2, 10)
+
+    bad = subprocess.run(
+        [str(BIN), "infer", "nope", "--url", f"127.0.0.1:{port}", "--input", f"x={x}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "NOT_FOUND" in bad.stderr
+
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "signal received: stopping" in output and "infergate stopped" in output
+
+
+def test_backends_command_lists_onnxruntime_on_cpu() -> None:
+    result = subprocess.run(
+        [str(BIN), "backends", "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["onnxruntime"]["available"] is True
+    assert rows["onnxruntime"]["devices"] == ["cpu"]
+
+
+def test_a_taken_port_is_a_clear_error(served: tuple[subprocess.Popen[str], int]) -> None:
+    _, port = served
+    result = subprocess.run(
+        [str(BIN), "serve", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "INFERGATE_LOG_LEVEL": "ERROR"},
+    )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_a_bad_environment_value_is_a_clear_error() -> None:
+    result = subprocess.run(
+        [str(BIN), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "INFERGATE_PORT": "eighty"},
+    )
+    assert result.returncode == 2 and "INFERGATE_PORT" in result.stderr
