@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (default 8001; 0 picks one)")
     serve.add_argument("--backends", help="comma-separated backends to use (default: all)")
     serve.add_argument("--worker-threads", type=int)
+    serve.add_argument("--max-inflight-batches", type=int)
+    serve.add_argument("--response-cache-mb", type=int)
     serve.add_argument("--intra-op-threads", type=int)
     serve.add_argument("--inter-op-threads", type=int)
     serve.add_argument("--max-receive-message-mb", type=int)
@@ -78,6 +80,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         backends=tuple(b for b in args.backends.split(",") if b) if args.backends else None,
         worker_threads=args.worker_threads,
+        max_inflight_batches=args.max_inflight_batches,
+        response_cache_mb=args.response_cache_mb,
         intra_op_threads=args.intra_op_threads,
         inter_op_threads=args.inter_op_threads,
         max_receive_message_mb=args.max_receive_message_mb,

@@ -53,7 +53,9 @@ class GatewayServer:
             backends,
             options,
             worker_threads=settings.worker_threads,
+            max_inflight_batches=settings.max_inflight_batches,
             default_max_batch_size=settings.default_max_batch_size,
+            cache_max_bytes=settings.response_cache_mb * _MB,
         )
         self._ready = False
         self._health = health.aio.HealthServicer()

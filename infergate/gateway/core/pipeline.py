@@ -1,4 +1,4 @@
-"""The request path through the core: resolve, validate, execute, answer.
+"""The request path through the core: resolve, validate, cache, batch, answer.
 
 InferenceCore is what the servicers call. It knows nothing about gRPC: requests
 come in as core InferRequests and leave as InferResults or GatewayErrors.
@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from infergate.backends.base import Backend, BackendOptions
-from infergate.gateway.core import datatypes
-from infergate.gateway.core.errors import GatewayError
+from infergate.gateway.core.cache import ResponseCache, cache_key
+from infergate.gateway.core.errors import GatewayError, InvalidInput
 from infergate.gateway.core.loader import load_model
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.registry import ModelRegistry
@@ -25,6 +25,10 @@ from infergate.gateway.core.validate import validate_request
 
 log = logging.getLogger(__name__)
 
+# Request parameters the core understands (besides Triton's "timeout").
+CACHE_BYPASS = "cache_bypass"  # bool: neither read nor fill the response cache
+TIMEOUT_US = "timeout"  # int: Triton's per-request queue timeout, microseconds
+
 
 class InferenceCore:
     def __init__(
@@ -33,15 +37,20 @@ class InferenceCore:
         options: BackendOptions,
         *,
         worker_threads: int = 2,
+        max_inflight_batches: int = 2,
         default_max_batch_size: int = 32,
+        cache_max_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.backends = dict(backends)
         self.options = options
         self.default_max_batch_size = default_max_batch_size
+        self.max_inflight_batches = max_inflight_batches
         self.registry = ModelRegistry()
+        self.cache = ResponseCache(cache_max_bytes)
         self._executor = ThreadPoolExecutor(
             max_workers=max(1, worker_threads), thread_name_prefix="infergate-worker"
         )
+        self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
 
     # ---- models --------------------------------------------------------------
@@ -67,9 +76,19 @@ class InferenceCore:
             log.exception("model %s failed to load", name)
             self.registry.set_failed(name, f"{type(exc).__name__}: {exc}")
             return None
-        for old in self.registry.set_ready(model):
-            old.close()
+        self.serve(model)
         return model
+
+    def serve(self, model: ModelVersion) -> None:
+        """Make a loaded model take traffic; versions it replaces drain in the background."""
+        model.start(self._executor, self.max_inflight_batches)
+        for old in self.registry.set_ready(model):
+            self._retire(old)
+
+    def _retire(self, model: ModelVersion) -> None:
+        task = asyncio.get_running_loop().create_task(model.aclose(drain=True))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def model(self, name: str, version: str = "") -> ModelVersion:
         return self.registry.get(name, version)
@@ -80,34 +99,39 @@ class InferenceCore:
         started = time.perf_counter_ns()
         model = self.registry.get(request.model_name, request.model_version)
         try:
-            result = await self._infer(model, request, started)
+            outputs = await self._outputs(model, request, started)
         except GatewayError:
             model.stats.record_failure(time.perf_counter_ns() - started)
             raise
         model.stats.record_success(time.perf_counter_ns() - started)
-        return result
+        return InferResult(model.name, model.version, request.id, list(outputs))
 
-    async def _infer(self, model: ModelVersion, request: InferRequest, started: int) -> InferResult:
+    async def _outputs(
+        self, model: ModelVersion, request: InferRequest, started: int
+    ) -> tuple[OutputTensor, ...]:
         rows = validate_request(request, model.spec)
-        inputs = {t.name: t.data for t in request.inputs}
-        input_ns = time.perf_counter_ns() - started
-        outputs, queue_ns, infer_ns = await model.execute(inputs, self._executor)
-        model.stats.queue.add(queue_ns)
-        output_started = time.perf_counter_ns()
         names = request.requested_outputs or model.spec.output_names()
-        result = InferResult(
-            model_name=model.name,
-            model_version=model.version,
-            id=request.id,
-            outputs=[
-                OutputTensor(name, _datatype_of(model, name, outputs), outputs[name])
-                for name in names
-            ],
-        )
-        model.stats.record_execution(
-            rows, 1, input_ns, infer_ns, time.perf_counter_ns() - output_started
-        )
-        return result
+        parameters = request.parameters
+        requested_timeout_s = _timeout_parameter(parameters)
+
+        async def compute() -> tuple[OutputTensor, ...]:
+            inputs = {t.name: t.data for t in request.inputs}
+            outputs = await model.queue.submit(inputs, rows, request.timeout_s, requested_timeout_s)
+            datatypes = {t.name: t.datatype for t in model.spec.outputs}
+            return tuple(OutputTensor(n, datatypes[n], outputs[n]) for n in names)
+
+        if not model.config.response_cache.enable or parameters.get(CACHE_BYPASS) is True:
+            return await compute()
+        key = cache_key(model.name, model.version, request.inputs, names)
+        lookup_ns = time.perf_counter_ns() - started
+        ttl_s = model.config.response_cache_ttl_ms / 1000
+        outputs, hit = await self.cache.get_or_compute(key, compute, ttl_s)
+        if hit:
+            model.stats.cache_hit.add(time.perf_counter_ns() - started)
+        else:
+            # Triton counts the lookup and the insertion as cache-miss time.
+            model.stats.cache_miss.add(lookup_ns)
+        return outputs
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -115,16 +139,20 @@ class InferenceCore:
         if self._closed:
             return
         self._closed = True
-        # Waiting for running calls blocks: do it off the event loop.
-        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
         for entry in list(self.registry):
             for model in self.registry.remove(entry.name):
-                model.close()
+                await model.aclose(drain=False)
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        # Waiting for running calls blocks: do it off the event loop.
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
 
-def _datatype_of(model: ModelVersion, name: str, outputs: Mapping[str, object]) -> str:
-    spec = next((t for t in model.spec.outputs if t.name == name), None)
-    if spec is not None:
-        return spec.datatype
-    array = outputs[name]
-    return datatypes.from_numpy(getattr(array, "dtype")).name  # noqa: B009
+def _timeout_parameter(parameters: Mapping[str, object]) -> float | None:
+    value = parameters.get(TIMEOUT_US)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(
+            f"parameter '{TIMEOUT_US}' must be a non-negative integer (microseconds)"
+        )
+    return value / 1e6 if value else None

@@ -71,6 +71,7 @@ class ModelRegistry:
             entry.state = ModelState.LOADING
 
     def set_ready(self, model: ModelVersion) -> list[ModelVersion]:
+        # One version serves at a time (Triton's default version policy, latest 1).
         """Serve this version as the model's latest; returns versions it replaced."""
         entry = self._models.setdefault(model.name, ModelEntry(model.name))
         replaced = [v for k, v in entry.versions.items() if k != model.version]

@@ -27,6 +27,8 @@ class InferRequest:
     # Empty: every output of the model.
     requested_outputs: tuple[str, ...] = ()
     parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
+    # The caller's remaining time (its gRPC deadline); None: no deadline.
+    timeout_s: float | None = None
 
 
 @dataclass(slots=True)

@@ -78,7 +78,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        result = await self._core.infer(convert.decode_request(request))
+        core_request = convert.decode_request(request)
+        core_request.timeout_s = context.time_remaining()
+        result = await self._core.infer(core_request)
         return convert.encode_result(result)
 
     async def ModelStreamInfer(
@@ -97,7 +99,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def answer(message: pb.ModelInferRequest) -> None:
             try:
-                result = await self._core.infer(convert.decode_request(message))
+                core_request = convert.decode_request(message)
+                core_request.timeout_s = context.time_remaining()
+                result = await self._core.infer(core_request)
                 responses.put_nowait(
                     pb.ModelStreamInferResponse(infer_response=convert.encode_result(result))
                 )

@@ -1,0 +1,355 @@
+"""Per-model dynamic batching with Triton's semantics.
+
+Requests wait in one FIFO queue per model version. The scheduler forms a batch
+from the oldest request and the requests after it whose non-batch dimensions match
+(they can be stacked), counting rows, not requests, and sends it:
+
+- at once when it reaches max_batch_size rows, or exactly a preferred size;
+- otherwise once the oldest request has waited max_queue_delay;
+- and only when an execution slot is free: at most `max_inflight` batches of a model
+  run at once, so the runtime is never oversubscribed and, under load, requests
+  accumulate into bigger batches while the slots are busy.
+
+A full queue (max_queue_size requests) rejects at once. A request whose deadline
+passes, or whose caller goes away, while it waits is dropped before it runs. Outputs
+are split back to each request by its row range, after checking the runtime
+returned one row per input row.
+
+With batching off, the same queue runs each request alone, keeping the in-flight
+bound, deadlines and statistics identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from infergate.gateway.core.errors import (
+    BackendFailed,
+    DeadlineExceeded,
+    QueueFull,
+    Unavailable,
+)
+from infergate.gateway.core.stats import ModelStats
+from infergate.protocol import model_config_pb2 as mc
+
+log = logging.getLogger(__name__)
+
+Tensors = dict[str, np.ndarray]
+# Runs one stacked batch; returns (outputs, ns waiting for a worker, ns computing).
+Executor = Callable[[Mapping[str, np.ndarray]], Awaitable[tuple[Tensors, int, int]]]
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How a model's requests are grouped; built from its ModelConfig."""
+
+    enabled: bool = False
+    max_batch_size: int = 0  # rows; 0: the model does not batch
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_s: float = 0.0
+    max_queue_size: int = 0  # requests; 0: unbounded
+    default_timeout_s: float = 0.0  # 0: none
+    allow_timeout_override: bool = False
+    max_inflight: int = 2
+
+
+@dataclass(eq=False)
+class _Pending:
+    inputs: Tensors
+    rows: int
+    group: tuple[object, ...]  # requests stack only within one group
+    enqueued_ns: int
+    # loop.time() after which it must not start; None: no limit.
+    deadline: float | None
+    future: asyncio.Future[Tensors] = field(repr=False)
+    started: bool = False
+
+
+def policy_from_config(config: mc.ModelConfig, max_inflight: int) -> BatchPolicy:
+    """Triton's dynamic_batching block; its absence turns batching off."""
+    enabled = config.HasField("dynamic_batching") and config.max_batch_size > 0
+    batching = config.dynamic_batching
+    queue = batching.default_queue_policy
+    preferred = tuple(
+        sorted(s for s in batching.preferred_batch_size if 0 < s <= config.max_batch_size)
+    )
+    return BatchPolicy(
+        enabled=enabled,
+        max_batch_size=max(0, config.max_batch_size),
+        preferred_batch_sizes=preferred,
+        max_queue_delay_s=batching.max_queue_delay_microseconds / 1e6,
+        max_queue_size=queue.max_queue_size,
+        default_timeout_s=queue.default_timeout_microseconds / 1e6,
+        allow_timeout_override=queue.allow_timeout_override,
+        max_inflight=max_inflight,
+    )
+
+
+class BatchQueue:
+    """One model version's queue and its scheduler task; use submit(), then aclose()."""
+
+    def __init__(
+        self, name: str, policy: BatchPolicy, execute: Executor, stats: ModelStats
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self._execute = execute
+        self._stats = stats
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(max(1, policy.max_inflight))
+        self._running: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._scheduler = asyncio.get_running_loop().create_task(
+            self._schedule(), name=f"batcher-{name}"
+        )
+
+    # ---- public ------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting (not yet in a running batch)."""
+        return len(self._queue)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._running)
+
+    def update_policy(self, policy: BatchPolicy) -> None:
+        """Change batching live; takes effect from the next batch formed."""
+        self.policy = policy
+        self._wakeup.set()
+
+    async def submit(
+        self,
+        inputs: Tensors,
+        rows: int,
+        deadline_s: float | None = None,
+        requested_timeout_s: float | None = None,
+    ) -> Tensors:
+        """Queue a request and wait for its outputs (this request's rows only).
+
+        deadline_s is the caller's remaining time (its gRPC deadline). The model's
+        default queue timeout applies too; a request may shorten it (Triton's
+        "timeout" parameter) when the model allows timeout overrides.
+        """
+        if self._closing:
+            raise Unavailable(f"model '{self.name}' is being unloaded")
+        policy = self.policy
+        if policy.max_queue_size and len(self._queue) >= policy.max_queue_size:
+            raise QueueFull(
+                f"model '{self.name}' has {len(self._queue)} requests queued, its "
+                f"max_queue_size; retry later"
+            )
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        queue_s = _queue_timeout(requested_timeout_s, policy)
+        limits = [t for t in (deadline_s, queue_s) if t is not None]
+        item = _Pending(
+            inputs=inputs,
+            rows=rows,
+            group=_group_key(inputs),
+            enqueued_ns=time.perf_counter_ns(),
+            deadline=now + min(limits) if limits else None,
+            future=loop.create_future(),
+        )
+        self._queue.append(item)
+        self._wakeup.set()
+        try:
+            if item.deadline is None:
+                return await item.future
+            try:
+                return await asyncio.wait_for(asyncio.shield(item.future), min(limits))
+            except TimeoutError:
+                if not item.started or deadline_s is None:
+                    # Still queued: it will never run. Already running: the queue
+                    # timeout no longer applies and the caller has no deadline.
+                    if not item.started:
+                        raise
+                    return await item.future
+            # Running when the queue timeout passed: only the caller's deadline is left.
+            remaining = now + deadline_s - loop.time()
+            return await asyncio.wait_for(asyncio.shield(item.future), max(0.0, remaining))
+        except TimeoutError:
+            item.future.cancel()  # if still queued, the scheduler drops it
+            raise DeadlineExceeded(
+                f"model '{self.name}': the request's time ran out before it could be answered "
+                f"(deadline {_ms(deadline_s)}, queue timeout {_ms(queue_s)})"
+            ) from None
+        except asyncio.CancelledError:
+            item.future.cancel()  # the caller went away: never run it
+            raise
+
+    async def aclose(self, drain: bool = True) -> None:
+        """Stop taking requests; finish (drain) or fail what is queued; stop the task."""
+        self._closing = True
+        if drain:
+            while self._queue or self._running:
+                self._wakeup.set()
+                await asyncio.sleep(0.001)
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(Unavailable(f"model '{self.name}' was unloaded"))
+        self._queue.clear()
+        self._scheduler.cancel()
+        running = [self._scheduler, *self._running]
+        await asyncio.gather(*running, return_exceptions=True)
+
+    # ---- scheduling ---------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._drop_finished(loop.time())
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch, wait_s = self._form_batch(loop.time())
+            if batch is None:
+                self._wakeup.clear()
+                # Sleep until the oldest request's delay is up, or something changes.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), wait_s)
+                continue
+            await self._slots.acquire()
+            # While we waited for a slot more requests may have arrived: re-form so
+            # the batch is as large as the queue now allows.
+            self._drop_finished(loop.time())
+            batch, _ = self._form_batch(loop.time(), force=True)
+            if not batch:
+                self._slots.release()
+                continue
+            for item in batch:
+                self._queue.remove(item)
+            task = loop.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _drop_finished(self, now: float) -> None:
+        """Forget cancelled requests; fail those whose deadline passed in the queue."""
+        if not self._queue:
+            return
+        kept: deque[_Pending] = deque()
+        for item in self._queue:
+            if item.future.done():
+                continue
+            if item.deadline is not None and now >= item.deadline:
+                item.future.set_exception(
+                    DeadlineExceeded(f"model '{self.name}': the request timed out in the queue")
+                )
+                continue
+            kept.append(item)
+        self._queue = kept
+
+    def _form_batch(self, now: float, force: bool = False) -> tuple[list[_Pending] | None, float]:
+        """The batch to send now (None: wait that many seconds first)."""
+        policy = self.policy
+        oldest = self._queue[0]
+        if not policy.enabled or policy.max_batch_size <= 0:
+            return [oldest], 0.0
+        batch: list[_Pending] = []
+        rows = 0
+        best_preferred: int | None = None
+        for item in self._queue:
+            if item.group != oldest.group:
+                continue
+            if rows + item.rows > policy.max_batch_size:
+                break
+            batch.append(item)
+            rows += item.rows
+            if rows in policy.preferred_batch_sizes:
+                best_preferred = len(batch)
+        if rows >= policy.max_batch_size:
+            return batch, 0.0
+        if best_preferred is not None and not force:
+            return batch[:best_preferred], 0.0
+        waited_s = (time.perf_counter_ns() - oldest.enqueued_ns) / 1e9
+        remaining_s = policy.max_queue_delay_s - waited_s
+        if force or remaining_s <= 0:
+            return batch, 0.0
+        return None, remaining_s
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        try:
+            await self._run_batch(batch)
+        finally:
+            self._slots.release()
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        # The last look before paying for compute: callers that left are dropped.
+        batch = [item for item in batch if not item.future.done()]
+        if not batch:
+            return
+        started = time.perf_counter_ns()
+        for item in batch:
+            item.started = True
+            self._stats.queue.add(started - item.enqueued_ns)
+        rows = sum(item.rows for item in batch)
+        if len(batch) == 1:
+            stacked = batch[0].inputs
+        else:
+            names = batch[0].inputs.keys()
+            stacked = {n: np.concatenate([item.inputs[n] for item in batch]) for n in names}
+        input_ns = time.perf_counter_ns() - started
+        try:
+            outputs, _, infer_ns = await self._execute(stacked)
+            split_started = time.perf_counter_ns()
+            parts = _split(outputs, [item.rows for item in batch], self.name)
+        except Exception as exc:
+            error = (
+                exc
+                if isinstance(exc, BackendFailed)
+                else BackendFailed(f"model '{self.name}': {type(exc).__name__}: {exc}")
+            )
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        for item, part in zip(batch, parts, strict=True):
+            if not item.future.done():
+                item.future.set_result(part)
+        self._stats.record_execution(
+            rows, len(batch), input_ns, infer_ns, time.perf_counter_ns() - split_started
+        )
+
+
+def _split(outputs: Tensors, row_counts: list[int], name: str) -> list[Tensors]:
+    if len(row_counts) == 1:
+        return [outputs]
+    total = sum(row_counts)
+    for output_name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != total:
+            raise BackendFailed(
+                f"model '{name}': output '{output_name}' has shape {list(array.shape)}, "
+                f"which does not split into the batch's {total} rows"
+            )
+    bounds = np.cumsum([0, *row_counts])
+    return [
+        {n: a[bounds[i] : bounds[i + 1]] for n, a in outputs.items()}
+        for i in range(len(row_counts))
+    ]
+
+
+def _group_key(inputs: Tensors) -> tuple[object, ...]:
+    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(inputs.items()))
+
+
+def _queue_timeout(requested_s: float | None, policy: BatchPolicy) -> float | None:
+    """The model's queue timeout, shortened by the request's own when allowed."""
+    queue_s = policy.default_timeout_s or None
+    if requested_s and policy.allow_timeout_override:
+        queue_s = requested_s if queue_s is None else min(requested_s, queue_s)
+    return queue_s
+
+
+def _ms(seconds: float | None) -> str:
+    return "none" if seconds is None else f"{seconds * 1000:.1f} ms"

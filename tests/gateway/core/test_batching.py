@@ -1,0 +1,255 @@
+"""The batch queue, driven by a fake runtime the test controls exactly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from infergate.gateway.core.batching import BatchPolicy, BatchQueue, Tensors
+from infergate.gateway.core.errors import BackendFailed, DeadlineExceeded, QueueFull, Unavailable
+from infergate.gateway.core.stats import ModelStats
+
+
+class FakeRuntime:
+    """Doubles its input; each call can be held until the test releases it."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.batches: list[np.ndarray] = []
+        self.running = 0
+        self.max_running = 0
+        self.fail_when: float | None = None
+        self.bad_rows = False
+        self._gate = asyncio.Event()
+        if not hold:
+            self._gate.set()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    async def __call__(self, inputs: Mapping[str, np.ndarray]) -> tuple[Tensors, int, int]:
+        x = inputs["x"]
+        self.batches.append(x.copy())
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            await self._gate.wait()
+            await asyncio.sleep(0)
+        finally:
+            self.running -= 1
+        if self.fail_when is not None and (x == self.fail_when).any():
+            raise BackendFailed("runtime exploded on cue")
+        y = x * 2
+        return {"y": y[:-1] if self.bad_rows else y}, 0, 1000
+
+    def rows_per_batch(self) -> list[int]:
+        return [len(b) for b in self.batches]
+
+    def values_run(self) -> set[float]:
+        return {float(v) for b in self.batches for v in b[:, 0]}
+
+
+def rows(value: float, n: int = 1, width: int = 2) -> dict[str, np.ndarray]:
+    return {"x": np.full((n, width), value, dtype=np.float32)}
+
+
+def queue(runtime: FakeRuntime, **policy: object) -> BatchQueue:
+    settings: dict[str, object] = dict(enabled=True, max_batch_size=8, max_queue_delay_s=0.05)
+    settings.update(policy)
+    return BatchQueue("m", BatchPolicy(**settings), runtime, ModelStats())  # type: ignore[arg-type]
+
+
+async def test_requests_within_the_delay_form_one_batch() -> None:
+    runtime = FakeRuntime()
+    q = queue(runtime, max_queue_delay_s=0.05)
+    results = await asyncio.gather(*(q.submit(rows(i), 1) for i in range(3)))
+    assert runtime.rows_per_batch() == [3]
+    for i, out in enumerate(results):
+        np.testing.assert_array_equal(out["y"], np.full((1, 2), 2 * i))
+    await q.aclose()
+
+
+async def test_a_full_batch_goes_at_once_without_waiting_for_the_delay() -> None:
+    runtime = FakeRuntime()
+    q = queue(runtime, max_batch_size=4, max_queue_delay_s=30)
+    await asyncio.wait_for(asyncio.gather(*(q.submit(rows(i), 1) for i in range(4))), 5)
+    assert runtime.rows_per_batch() == [4]
+    await q.aclose()
+
+
+async def test_a_preferred_size_goes_at_once() -> None:
+    runtime = FakeRuntime()
+    q = queue(runtime, preferred_batch_sizes=(2,), max_queue_delay_s=30)
+    await asyncio.wait_for(asyncio.gather(q.submit(rows(1), 1), q.submit(rows(2), 1)), 5)
+    assert runtime.rows_per_batch() == [2]
+    await q.aclose()
+
+
+async def test_rows_are_counted_not_requests_and_outputs_split_back_exactly() -> None:
+    runtime = FakeRuntime()
+    q = queue(runtime, max_batch_size=6, max_queue_delay_s=0.05)
+    sizes = [1, 3, 2]
+    results = await asyncio.gather(*(q.submit(rows(i, n), n) for i, n in enumerate(sizes)))
+    assert runtime.rows_per_batch() == [6]
+    for i, (n, out) in enumerate(zip(sizes, results, strict=True)):
+        assert out["y"].shape == (n, 2)
+        np.testing.assert_array_equal(out["y"], np.full((n, 2), 2 * i))
+
+
+async def test_a_batch_never_exceeds_max_batch_size_rows() -> None:
+    runtime = FakeRuntime()
+    q = queue(runtime, max_batch_size=4, max_queue_delay_s=0.02)
+    await asyncio.gather(*(q.submit(rows(i, 3), 3) for i in range(3)))
+    assert runtime.rows_per_batch() == [3, 3, 3]
+    await q.aclose()
+
+
+async def test_different_non_batch_dims_are_never_stacked() -> None:
+    runtime = FakeRuntime()
+    q = queue(runtime, max_queue_delay_s=0.02)
+    a, b = await asyncio.gather(q.submit(rows(1, width=2), 1), q.submit(rows(2, width=3), 1))
+    assert sorted(runtime.rows_per_batch()) == [1, 1]
+    assert a["y"].shape == (1, 2) and b["y"].shape == (1, 3)
+    await q.aclose()
+
+
+async def test_a_full_queue_rejects_at_once() -> None:
+    runtime = FakeRuntime(hold=True)
+    q = queue(runtime, max_batch_size=1, max_inflight=1, max_queue_size=2)
+    first = asyncio.create_task(q.submit(rows(0), 1))
+    await asyncio.sleep(0.01)  # first is running (held); the queue is empty
+    waiting = [asyncio.create_task(q.submit(rows(i), 1)) for i in (1, 2)]
+    await asyncio.sleep(0.01)
+    with pytest.raises(QueueFull, match="max_queue_size"):
+        await q.submit(rows(3), 1)
+    runtime.release()
+    await asyncio.gather(first, *waiting)
+    assert runtime.values_run() == {0, 1, 2}
+    await q.aclose()
+
+
+async def test_a_request_whose_time_runs_out_in_the_queue_is_never_executed() -> None:
+    runtime = FakeRuntime(hold=True)
+    q = queue(runtime, max_batch_size=1, max_inflight=1)
+    first = asyncio.create_task(q.submit(rows(0), 1))
+    await asyncio.sleep(0.01)
+    with pytest.raises(DeadlineExceeded):
+        await q.submit(rows(7), 1, deadline_s=0.02)
+    runtime.release()
+    await first
+    await asyncio.sleep(0.01)
+    assert 7 not in runtime.values_run()
+    await q.aclose()
+
+
+async def test_the_models_default_timeout_applies_and_a_request_may_only_shorten_it() -> None:
+    runtime = FakeRuntime(hold=True)
+    q = queue(runtime, max_batch_size=1, max_inflight=1, default_timeout_s=0.03,
+              allow_timeout_override=True)
+    first = asyncio.create_task(q.submit(rows(0), 1))
+    await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(DeadlineExceeded):
+        await q.submit(rows(5), 1, requested_timeout_s=10.0)  # cannot lengthen
+    assert loop.time() - started < 5
+    runtime.release()
+    await first
+    await q.aclose()
+
+
+async def test_a_cancelled_request_is_dropped_before_its_batch_runs() -> None:
+    runtime = FakeRuntime(hold=True)
+    q = queue(runtime, max_batch_size=1, max_inflight=1)
+    first = asyncio.create_task(q.submit(rows(0), 1))
+    await asyncio.sleep(0.01)
+    doomed = asyncio.create_task(q.submit(rows(9), 1))
+    await asyncio.sleep(0.01)
+    doomed.cancel()
+    runtime.release()
+    await first
+    await asyncio.sleep(0.02)
+    assert doomed.cancelled() and 9 not in runtime.values_run()
+    await q.aclose()
+
+
+async def test_a_backend_error_fails_only_its_own_batch() -> None:
+    runtime = FakeRuntime()
+    runtime.fail_when = 13
+    q = queue(runtime, max_batch_size=2, max_queue_delay_s=0.02)
+    results = await asyncio.gather(
+        *(q.submit(rows(v), 1) for v in (13, 1, 2, 3)), return_exceptions=True
+    )
+    assert runtime.rows_per_batch() == [2, 2]
+    assert isinstance(results[0], BackendFailed) and isinstance(results[1], BackendFailed)
+    assert "exploded" in str(results[0])
+    assert [float(r["y"][0, 0]) for r in results[2:]] == [4.0, 6.0]  # type: ignore[index]
+    await q.aclose()
+
+
+async def test_outputs_that_do_not_split_by_rows_fail_the_batch_clearly() -> None:
+    runtime = FakeRuntime()
+    runtime.bad_rows = True
+    q = queue(runtime, max_queue_delay_s=0.02)
+    results = await asyncio.gather(q.submit(rows(1), 1), q.submit(rows(2), 1),
+                                   return_exceptions=True)
+    assert all(isinstance(r, BackendFailed) and "does not split" in str(r) for r in results)
+    await q.aclose()
+
+
+async def test_batches_in_flight_are_bounded() -> None:
+    runtime = FakeRuntime(hold=True)
+    q = queue(runtime, max_batch_size=1, max_inflight=2)
+    tasks = [asyncio.create_task(q.submit(rows(i), 1)) for i in range(6)]
+    await asyncio.sleep(0.02)
+    assert runtime.running == 2 and q.depth == 4
+    runtime.release()
+    await asyncio.gather(*tasks)
+    assert runtime.max_running == 2
+    await q.aclose()
+
+
+async def test_while_slots_are_busy_requests_accumulate_into_a_bigger_batch() -> None:
+    runtime = FakeRuntime(hold=True)
+    q = queue(runtime, max_batch_size=8, max_inflight=1, max_queue_delay_s=0)
+    tasks = [asyncio.create_task(q.submit(rows(0), 1))]
+    await asyncio.sleep(0.01)  # the first runs alone (no delay) and holds the one slot
+    tasks += [asyncio.create_task(q.submit(rows(i), 1)) for i in range(1, 6)]
+    await asyncio.sleep(0.01)
+    runtime.release()
+    await asyncio.gather(*tasks)
+    assert runtime.rows_per_batch() == [1, 5]
+    await q.aclose()
+
+
+async def test_batching_off_runs_each_request_alone() -> None:
+    runtime = FakeRuntime()
+    q = queue(runtime, enabled=False)
+    await asyncio.gather(*(q.submit(rows(i), 1) for i in range(4)))
+    assert runtime.rows_per_batch() == [1, 1, 1, 1]
+    await q.aclose()
+
+
+async def test_closing_drains_what_is_queued_then_refuses() -> None:
+    runtime = FakeRuntime()
+    q = queue(runtime, max_queue_delay_s=0.05)
+    tasks = [asyncio.create_task(q.submit(rows(i), 1)) for i in range(3)]
+    await asyncio.sleep(0)
+    await q.aclose(drain=True)
+    assert [float(t.result()["y"][0, 0]) for t in tasks] == [0.0, 2.0, 4.0]
+    with pytest.raises(Unavailable):
+        await q.submit(rows(1), 1)
+
+
+async def test_statistics_count_rows_batches_and_queue_time() -> None:
+    runtime = FakeRuntime()
+    stats = ModelStats()
+    q = BatchQueue("m", BatchPolicy(enabled=True, max_batch_size=8, max_queue_delay_s=0.02),
+                   runtime, stats)
+    await asyncio.gather(q.submit(rows(1, 2), 2), q.submit(rows(2, 3), 3))
+    assert stats.inference_count == 5 and stats.execution_count == 1
+    assert stats.queue.count == 2 and stats.compute_infer.count == 2
+    assert list(stats.batches) == [5]
+    await q.aclose()
