@@ -52,7 +52,7 @@ def _gateway_command() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def cli_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("thirdparty")
     repository = tmp / "repository"
     for name in MODELS:
@@ -73,7 +73,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "--no-gpu",
     ]
     with log.open("wb") as log_file:
-        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        # Its own process group: a Ctrl-C on pytest must not signal it twice.
+        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, process_group=0)
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not port_file.exists():
@@ -118,27 +119,27 @@ def _ok(results: dict[str, Any], step: str) -> Any:
 
 @pytest.fixture(scope="module")
 def triton_client_results(
-    gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
+    cli_gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[dict[str, Any], np.ndarray]:
     x = np.random.default_rng(7).uniform(0.0, 16.0, size=(4, 64)).astype(np.float32)
     input_path = tmp_path_factory.mktemp("client") / "x.npy"
     np.save(input_path, x)
     proc = subprocess.run(
-        [sys.executable, str(CLIENT_SCRIPT), "--url", gateway.url, "--input", str(input_path)],
+        [sys.executable, str(CLIENT_SCRIPT), "--url", cli_gateway.url, "--input", str(input_path)],
         capture_output=True,
         text=True,
         timeout=90,
     )
     assert proc.returncode == 0, (
         f"client script exited with {proc.returncode}:\n{proc.stderr}\n"
-        f"gateway log:\n{gateway.log_text()}"
+        f"gateway log:\n{cli_gateway.log_text()}"
     )
     return json.loads(proc.stdout), x
 
 
-def _expected(gateway: Gateway, x: np.ndarray) -> np.ndarray:
+def _expected(gw: Gateway, x: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(
-        str(gateway.repository / "digits" / "1" / "model.onnx"),
+        str(gw.repository / "digits" / "1" / "model.onnx"),
         providers=["CPUExecutionProvider"],
     )
     (y,) = session.run(["y"], {"x": x})
@@ -179,7 +180,7 @@ def test_triton_client_health_and_metadata(
 
 
 def test_triton_client_infer_matches_onnxruntime(
-    gateway: Gateway, triton_client_results: tuple[dict[str, Any], np.ndarray]
+    cli_gateway: Gateway, triton_client_results: tuple[dict[str, Any], np.ndarray]
 ) -> None:
     results, x = triton_client_results
     infer = _ok(results, "infer")
@@ -188,18 +189,18 @@ def test_triton_client_infer_matches_onnxruntime(
     assert infer["y_dtype"] == "float32"
     assert infer["y_shape"] == [4, 10]
     np.testing.assert_allclose(
-        np.asarray(infer["y"], dtype=np.float32), _expected(gateway, x), rtol=0, atol=1e-5
+        np.asarray(infer["y"], dtype=np.float32), _expected(cli_gateway, x), rtol=0, atol=1e-5
     )
 
 
 def test_triton_client_stream(
-    gateway: Gateway, triton_client_results: tuple[dict[str, Any], np.ndarray]
+    cli_gateway: Gateway, triton_client_results: tuple[dict[str, Any], np.ndarray]
 ) -> None:
     results, x = triton_client_results
     stream = _ok(results, "stream")
     assert stream["errors"] == []
     assert stream["completed"] is True
-    expected = _expected(gateway, x)
+    expected = _expected(cli_gateway, x)
     assert set(stream["answers"]) == {"stream-0", "stream-1", "stream-2"}
     for i in range(3):
         got = np.asarray(stream["answers"][f"stream-{i}"], dtype=np.float32)
@@ -244,7 +245,7 @@ def _perf_analyzer_env() -> dict[str, str]:
 
 
 def _perf_analyzer(
-    gateway: Gateway, model: str, csv_path: Path, *extra: str
+    gw: Gateway, model: str, csv_path: Path, *extra: str
 ) -> subprocess.CompletedProcess[str]:
     binary = BIN / "perf_analyzer"
     assert binary.exists(), f"perf_analyzer not found next to {sys.executable}"
@@ -253,15 +254,19 @@ def _perf_analyzer(
         "-i",
         "grpc",
         "-u",
-        gateway.url,
+        gw.url,
         "-m",
         model,
         "--concurrency-range",
         "2",
         "--measurement-interval",
         "1000",
+        # These tests check that perf_analyzer works against the gateway, not how steady
+        # the numbers are: on a small shared machine the latency of three windows can
+        # differ by more than 100% (perf_analyzer then fails with "Failed to obtain
+        # stable measurement"); 1000% accepts any three windows.
         "--stability-percentage",
-        "100",
+        "1000",
         "--max-trials",
         "3",
         "-f",
@@ -273,10 +278,10 @@ def _perf_analyzer(
     )
 
 
-def _report(proc: subprocess.CompletedProcess[str], gateway: Gateway) -> str:
+def _report(proc: subprocess.CompletedProcess[str], gw: Gateway) -> str:
     return (
         f"perf_analyzer exited with {proc.returncode}\nstdout:\n{proc.stdout}\n"
-        f"stderr:\n{proc.stderr}\ngateway log:\n{gateway.log_text()}"
+        f"stderr:\n{proc.stderr}\ngateway log:\n{gw.log_text()}"
     )
 
 
@@ -289,21 +294,21 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_perf_analyzer_digits(gateway: Gateway, tmp_path: Path) -> None:
+def test_perf_analyzer_digits(cli_gateway: Gateway, tmp_path: Path) -> None:
     csv_path = tmp_path / "digits.csv"
-    proc = _perf_analyzer(gateway, "digits", csv_path)
-    assert proc.returncode == 0, _report(proc, gateway)
-    assert _error_lines(proc.stdout + proc.stderr) == [], _report(proc, gateway)
+    proc = _perf_analyzer(cli_gateway, "digits", csv_path)
+    assert proc.returncode == 0, _report(proc, cli_gateway)
+    assert _error_lines(proc.stdout + proc.stderr) == [], _report(proc, cli_gateway)
     (row,) = _csv_rows(csv_path)
     assert int(row["Concurrency"]) == 2
     assert float(row["Inferences/Second"]) > 0
     assert float(row["p99 latency"]) >= float(row["p50 latency"]) > 0
 
 
-def test_perf_analyzer_streaming_cnn(gateway: Gateway, tmp_path: Path) -> None:
+def test_perf_analyzer_streaming_cnn(cli_gateway: Gateway, tmp_path: Path) -> None:
     csv_path = tmp_path / "cnn.csv"
-    proc = _perf_analyzer(gateway, "cnn", csv_path, "--streaming")
-    assert proc.returncode == 0, _report(proc, gateway)
-    assert _error_lines(proc.stdout + proc.stderr) == [], _report(proc, gateway)
+    proc = _perf_analyzer(cli_gateway, "cnn", csv_path, "--streaming")
+    assert proc.returncode == 0, _report(proc, cli_gateway)
+    assert _error_lines(proc.stdout + proc.stderr) == [], _report(proc, cli_gateway)
     (row,) = _csv_rows(csv_path)
     assert float(row["Inferences/Second"]) > 0

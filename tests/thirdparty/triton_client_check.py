@@ -135,7 +135,7 @@ def run(url: str, x: np.ndarray) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--url", required=True, help="gateway address host:port")
     parser.add_argument("--input", required=True, help=".npy file, FP32 [N, 64] with N >= 3")
     args = parser.parse_args()
