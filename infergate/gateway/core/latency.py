@@ -1,0 +1,89 @@
+"""A model of one arm's batch latency: fixed cost plus per-row cost, kept current.
+
+Fitted by exponentially weighted least squares over (rows, seconds) samples, so
+recent batches count most and a change in speed shows within a few batches. When
+recent batches all had the same size the slope cannot be fitted; the slope from
+earlier (the load-time profile over several sizes) is kept and only the fixed part
+moves. A sample far from the prediction is taken as a change of regime and
+outweighs the history. Recent raw latencies are kept for p50/p95 reporting.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+# Weight of the newest sample; 0.25 means a 3x slowdown dominates after ~3 batches.
+DEFAULT_ALPHA = 0.25
+# A sample more than this factor away from the prediction signals a change of
+# regime (the arm got much slower or faster): history then counts for little, so a
+# single probe of an arm that improved while unused is enough to bring it back.
+CHANGE_RATIO = 2.0
+CHANGE_KEEP = 0.1
+_RECENT = 256
+
+
+@dataclass(frozen=True)
+class LatencyFit:
+    fixed_s: float
+    per_row_s: float
+    samples: int
+
+    def predict_s(self, rows: int) -> float:
+        return max(0.0, self.fixed_s + self.per_row_s * rows)
+
+
+class LatencyModel:
+    def __init__(self, alpha: float = DEFAULT_ALPHA) -> None:
+        self.alpha = alpha
+        self._w = 0.0  # decayed sums for weighted least squares
+        self._x = 0.0
+        self._y = 0.0
+        self._xx = 0.0
+        self._xy = 0.0
+        self._fixed_s = 0.0
+        self._per_row_s = 0.0
+        self.samples = 0
+        self._recent: deque[float] = deque(maxlen=_RECENT)
+
+    @property
+    def fit(self) -> LatencyFit:
+        return LatencyFit(self._fixed_s, self._per_row_s, self.samples)
+
+    def predict_s(self, rows: int) -> float:
+        return self.fit.predict_s(rows)
+
+    def observe(self, rows: int, seconds: float) -> None:
+        keep = 1.0 - self.alpha
+        if self.samples:
+            predicted = self.predict_s(rows)
+            if predicted > 0 and not predicted / CHANGE_RATIO <= seconds <= predicted * CHANGE_RATIO:
+                keep *= CHANGE_KEEP
+        self._w = self._w * keep + 1.0
+        self._x = self._x * keep + rows
+        self._y = self._y * keep + seconds
+        self._xx = self._xx * keep + rows * rows
+        self._xy = self._xy * keep + rows * seconds
+        self.samples += 1
+        self._recent.append(seconds)
+        mean_x = self._x / self._w
+        mean_y = self._y / self._w
+        var_x = self._xx / self._w - mean_x * mean_x
+        if var_x > 1e-6 * max(1.0, mean_x * mean_x):
+            slope = (self._xy / self._w - mean_x * mean_y) / var_x
+            # A noisy fit can come out negative; cost never falls with more rows.
+            self._per_row_s = max(0.0, slope)
+        elif self.samples == 1 and rows > 1:
+            # One size seen so far: charge it all per row until sizes vary.
+            self._per_row_s = seconds / rows
+        # Keep the slope while it explains the level; else scale it down to fit.
+        if self._per_row_s * mean_x > mean_y:
+            self._per_row_s = mean_y / mean_x if mean_x > 0 else 0.0
+        self._fixed_s = mean_y - self._per_row_s * mean_x
+
+    def percentile_ms(self, q: float) -> float:
+        if not self._recent:
+            return 0.0
+        return float(np.percentile(np.fromiter(self._recent, float), q) * 1000)

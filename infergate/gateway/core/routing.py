@@ -1,0 +1,308 @@
+"""Which arm runs each batch: the routing policies and the router that applies them.
+
+A RoutingPolicy orders a model's usable arms for one batch: the first runs it, the
+next takes over if it fails. Policies are chosen per model by ModelConfig.routing
+and can be changed live. The router runs the batch, feeds the measured latency
+back into the arm, handles failover and circuit breaking, and reports.
+
+To add a policy: subclass RoutingPolicy, implement `order`, and add it to
+`make_policy`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+from infergate.gateway.core.arms import Arm
+from infergate.gateway.core.errors import BackendFailed, InvalidInput, Unavailable
+from infergate.protocol import model_config_pb2 as mc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPLORE_FRACTION = 0.05
+# An arm not run for this long is due a probe (within the exploration budget).
+REPROBE_AFTER_S = 2.0
+# How often the router may log a change of preferred arm, per model.
+LOG_INTERVAL_S = 10.0
+
+Tensors = dict[str, np.ndarray]
+
+
+class RoutingPolicy(abc.ABC):
+    """Orders a model's arms for one batch; the first runs it, the rest are failover."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def order(self, arms: Sequence[Arm], rows: int, now: float) -> list[Arm]:
+        """Arms (all usable now) in order of preference for a batch of `rows` rows."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": self.name}
+
+
+def by_expected_completion(arms: Sequence[Arm], rows: int, now: float) -> list[Arm]:
+    return sorted(arms, key=lambda a: a.expected_completion_s(rows, now))
+
+
+class LatencyPolicy(RoutingPolicy):
+    """Least expected completion time: the arm's backlog plus its predicted latency.
+
+    Explores so that it notices change: an arm never measured goes first; an arm
+    not run for REPROBE_AFTER_S is probed, but only while the batches spent
+    exploring stay within `explore_fraction` of all batches.
+    """
+
+    name = "latency"
+
+    def __init__(
+        self,
+        explore_fraction: float = DEFAULT_EXPLORE_FRACTION,
+        reprobe_after_s: float = REPROBE_AFTER_S,
+    ) -> None:
+        self.explore_fraction = explore_fraction
+        self.reprobe_after_s = reprobe_after_s
+        self.batches = 0
+        self.explored = 0
+
+    def order(self, arms: Sequence[Arm], rows: int, now: float) -> list[Arm]:
+        self.batches += 1
+        ranked = by_expected_completion(arms, rows, now)
+        probe = self._probe(ranked, now)
+        if probe is not None:
+            self.explored += 1
+            ranked.remove(probe)
+            ranked.insert(0, probe)
+        return ranked
+
+    def _probe(self, ranked: list[Arm], now: float) -> Arm | None:
+        unmeasured = [a for a in ranked if a.latency.samples == 0]
+        if unmeasured:
+            return unmeasured[0]
+        if len(ranked) < 2 or self.explored + 1 > self.explore_fraction * self.batches:
+            return None
+        stale = [a for a in ranked[1:] if now - a.last_used >= self.reprobe_after_s]
+        return min(stale, key=lambda a: a.last_used) if stale else None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "policy": self.name,
+            "explore_fraction": self.explore_fraction,
+            "batches": self.batches,
+            "explored": self.explored,
+        }
+
+
+class FixedPolicy(RoutingPolicy):
+    """One named arm; the others (fastest first) only when it fails or its circuit is open."""
+
+    name = "fixed"
+
+    def __init__(self, arm: str) -> None:
+        self.arm = arm
+
+    def order(self, arms: Sequence[Arm], rows: int, now: float) -> list[Arm]:
+        ranked = by_expected_completion(arms, rows, now)
+        return sorted(ranked, key=lambda a: not a.matches(self.arm))
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": self.name, "arm": self.arm}
+
+
+class RoundRobinPolicy(RoutingPolicy):
+    name = "round_robin"
+
+    def __init__(self) -> None:
+        self._turn = itertools.count()
+
+    def order(self, arms: Sequence[Arm], rows: int, now: float) -> list[Arm]:
+        start = next(self._turn) % len(arms)
+        return [*arms[start:], *arms[:start]]
+
+
+class CostPolicy(RoutingPolicy):
+    """Least cost per 1000 inferences among arms within the latency budget.
+
+    Cost comes from the price per hour of the arm's device kind and its predicted
+    seconds per row at this batch size. Arms over budget, or on a device kind with
+    no price, come after, fastest first.
+    """
+
+    name = "cost"
+
+    def __init__(self, price_per_hour: Mapping[str, float], latency_budget_ms: float = 0) -> None:
+        self.price_per_hour = dict(price_per_hour)
+        self.latency_budget_ms = latency_budget_ms
+
+    def cost_per_1000(self, arm: Arm, rows: int) -> float | None:
+        price = self.price_per_hour.get(arm.device_kind)
+        if price is None:
+            return None
+        return price / 3600 * arm.latency.predict_s(rows) / max(1, rows) * 1000
+
+    def order(self, arms: Sequence[Arm], rows: int, now: float) -> list[Arm]:
+        budget_s = self.latency_budget_ms / 1000
+        priced: list[tuple[float, Arm]] = []
+        others: list[Arm] = []
+        for arm in arms:
+            cost = self.cost_per_1000(arm, rows)
+            within = not budget_s or arm.expected_completion_s(rows, now) <= budget_s
+            if cost is not None and within:
+                priced.append((cost, arm))
+            else:
+                others.append(arm)
+        priced.sort(key=lambda pair: pair[0])
+        return [a for _, a in priced] + by_expected_completion(others, rows, now)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "policy": self.name,
+            "price_per_hour": self.price_per_hour,
+            "latency_budget_ms": self.latency_budget_ms,
+        }
+
+
+def make_policy(settings: mc.RoutingPolicy, arms: Sequence[Arm]) -> RoutingPolicy:
+    """The policy a ModelConfig asks for; InvalidInput when it cannot apply."""
+    name = settings.policy or "latency"
+    if name == "latency":
+        return LatencyPolicy(settings.explore_fraction or DEFAULT_EXPLORE_FRACTION)
+    if name == "fixed":
+        if not any(a.matches(settings.fixed_arm) for a in arms):
+            raise InvalidInput(
+                f"routing policy 'fixed' names arm '{settings.fixed_arm}', but the arms are "
+                f"{[a.name for a in arms]}"
+            )
+        return FixedPolicy(settings.fixed_arm)
+    if name == "round_robin":
+        return RoundRobinPolicy()
+    if name == "cost":
+        if not settings.price_per_hour:
+            raise InvalidInput("routing policy 'cost' needs price_per_hour for the device kinds")
+        return CostPolicy(settings.price_per_hour, settings.latency_budget_ms)
+    raise InvalidInput(f"unknown routing policy '{name}'; use latency, fixed, round_robin or cost")
+
+
+class Router:
+    """Runs a model's batches on its arms under a policy."""
+
+    def __init__(
+        self,
+        model: str,
+        arms: Sequence[Arm],
+        policy: RoutingPolicy,
+        executor: Executor,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not arms:
+            raise ValueError("a router needs at least one arm")
+        self.model = model
+        self.arms = list(arms)
+        self.policy = policy
+        self._executor = executor
+        self._clock = clock
+        self._batch_ids = itertools.count()
+        self._preferred = ""
+        self._logged_at = float("-inf")
+
+    async def execute(self, inputs: Tensors) -> tuple[Tensors, int, int]:
+        """Run one batch; returns outputs, ns waiting for a worker, ns computing."""
+        rows = _rows(inputs)
+        now = self._clock()
+        usable = [a for a in self.arms if a.usable(now)]
+        if not usable:
+            raise Unavailable(
+                f"model '{self.model}': every arm is failing: "
+                + "; ".join(f"{a.name}: {a.last_error}" for a in self.arms)
+            )
+        order = self.policy.order(usable, rows, now)
+        self._note_preference(order[0], now)
+        errors: list[str] = []
+        # Retried once, on the next-best arm.
+        for arm in order[:2]:
+            try:
+                return await self._run(arm, inputs, rows)
+            except BackendFailed as exc:
+                arm.record_failure(str(exc), self._clock())
+                errors.append(f"{arm.name}: {exc}")
+                log.warning("model %s: arm %s failed: %s", self.model, arm.name, exc)
+        if len(errors) == 1:
+            raise BackendFailed(errors[0])
+        raise Unavailable(
+            f"model '{self.model}': the batch failed on every arm tried: " + "; ".join(errors)
+        )
+
+    async def _run(self, arm: Arm, inputs: Tensors, rows: int) -> tuple[Tensors, int, int]:
+        loop = asyncio.get_running_loop()
+        batch_id = next(self._batch_ids)
+        submitted = time.perf_counter_ns()
+        arm.running[batch_id] = (self._clock(), arm.latency.predict_s(rows))
+
+        def run() -> tuple[Tensors, int, float]:
+            started_ns = time.perf_counter_ns()
+            start = self._clock()
+            outputs = arm.runtime.infer(inputs)
+            return outputs, started_ns, self._clock() - start
+
+        try:
+            outputs, started_ns, seconds = await loop.run_in_executor(self._executor, run)
+        except Exception as exc:
+            raise BackendFailed(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            arm.running.pop(batch_id, None)
+        arm.record_success(rows, seconds, self._clock())
+        return outputs, started_ns - submitted, int(seconds * 1e9)
+
+    def _note_preference(self, arm: Arm, now: float) -> None:
+        if arm.name == self._preferred or now - self._logged_at < LOG_INTERVAL_S:
+            return
+        if self._preferred:
+            log.info(
+                "model %s: now prefers arm %s (%s)",
+                self.model,
+                arm.name,
+                ", ".join(f"{a.name} {a.latency.predict_s(1) * 1000:.2f} ms@1" for a in self.arms),
+            )
+        self._preferred = arm.name
+        self._logged_at = now
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Per arm: share of batches, latency model, percentiles, failures, circuit."""
+        total = sum(a.batches for a in self.arms) or 1
+        rows = []
+        for arm in self.arms:
+            fit = arm.latency.fit
+            rows.append(
+                {
+                    "arm": arm.name,
+                    "backend": arm.backend,
+                    "device": arm.device,
+                    "variant": arm.variant,
+                    "batches": arm.batches,
+                    "share": arm.batches / total,
+                    "rows": arm.rows,
+                    "fixed_ms": fit.fixed_s * 1000,
+                    "per_row_ms": fit.per_row_s * 1000,
+                    "p50_ms": arm.latency.percentile_ms(50),
+                    "p95_ms": arm.latency.percentile_ms(95),
+                    "failures": arm.failures,
+                    "circuit": arm.circuit.value,
+                    "last_error": arm.last_error,
+                }
+            )
+        return rows
+
+
+def _rows(inputs: Mapping[str, np.ndarray]) -> int:
+    for array in inputs.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 1

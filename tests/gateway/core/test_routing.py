@@ -1,0 +1,270 @@
+"""Routing policies and the router, with fake arms of set latencies and a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, Future
+from typing import Any
+
+import numpy as np
+import pytest
+
+from infergate.backends.base import LoadedModel
+from infergate.gateway.core.arms import COOL_DOWN_S, Arm, Circuit
+from infergate.gateway.core.errors import BackendFailed, InvalidInput, Unavailable
+from infergate.gateway.core.routing import (
+    CostPolicy,
+    FixedPolicy,
+    LatencyPolicy,
+    RoundRobinPolicy,
+    Router,
+    make_policy,
+)
+from infergate.gateway.core.spec import TensorSpec
+from infergate.protocol import model_config_pb2 as mc
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TimedRuntime(LoadedModel):
+    """Takes fixed + per_row * rows seconds of fake time; fails on cue."""
+
+    def __init__(self, clock: Clock, fixed_s: float, per_row_s: float = 0.0) -> None:
+        self.clock = clock
+        self.fixed_s = fixed_s
+        self.per_row_s = per_row_s
+        self.failing = False
+        self.calls = 0
+
+    inputs: Sequence[TensorSpec] = ()  # type: ignore[assignment]
+    outputs: Sequence[TensorSpec] = ()  # type: ignore[assignment]
+    device = "cpu"  # type: ignore[assignment]
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls += 1
+        rows = len(inputs["x"])
+        self.clock.now += self.fixed_s + self.per_row_s * rows
+        if self.failing:
+            raise RuntimeError("runtime failed on cue")
+        return {"y": inputs["x"] * 2}
+
+
+class InlineExecutor(Executor):
+    """Runs work at once in the calling thread: fake time stays deterministic."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+def arm(clock: Clock, backend: str, fixed_s: float, per_row_s: float = 0.0) -> Arm:
+    return Arm(backend, "cpu", "fp32", TimedRuntime(clock, fixed_s, per_row_s))
+
+
+def simulate(policy: Any, arms: list[Arm], clock: Clock, batches: int, rows: int = 8,
+             gap_s: float = 0.01) -> Counter[str]:
+    """Sequential batches: the chosen arm runs each; returns batches per arm."""
+    chosen: Counter[str] = Counter()
+    for _ in range(batches):
+        first = policy.order([a for a in arms if a.usable(clock.now)], rows, clock.now)[0]
+        runtime = first.runtime
+        assert isinstance(runtime, TimedRuntime)
+        seconds = runtime.fixed_s + runtime.per_row_s * rows
+        clock.now += seconds
+        first.record_success(rows, seconds, clock.now)
+        chosen[first.backend] += 1
+        clock.now += gap_s
+    return chosen
+
+
+def x(rows: int = 8) -> dict[str, np.ndarray]:
+    return {"x": np.ones((rows, 2), np.float32)}
+
+
+def test_latency_policy_converges_on_the_faster_arm() -> None:
+    clock = Clock()
+    arms = [arm(clock, "slow", 0.010), arm(clock, "fast", 0.004)]
+    chosen = simulate(LatencyPolicy(), arms, clock, batches=200)
+    assert chosen["fast"] >= 0.9 * 200
+    assert arms[1].latency.predict_s(8) == pytest.approx(0.004, rel=0.05)
+
+
+def test_it_moves_within_a_few_batches_after_the_fast_arm_slows_three_times() -> None:
+    clock = Clock()
+    a, b = arm(clock, "a", 0.004), arm(clock, "b", 0.006)
+    policy = LatencyPolicy()
+    simulate(policy, [a, b], clock, batches=100)
+    assert isinstance(a.runtime, TimedRuntime)
+    a.runtime.fixed_s = 0.012  # a slows down 3x
+    order = []
+    for _ in range(10):
+        order.append(simulate(policy, [a, b], clock, batches=1).most_common(1)[0][0])
+    switch = order.index("b")
+    assert switch <= 3, order
+    assert order[switch:].count("b") >= len(order[switch:]) - 1
+
+
+def test_it_notices_when_a_neglected_arm_gets_faster() -> None:
+    clock = Clock()
+    a, b = arm(clock, "a", 0.004), arm(clock, "b", 0.010)
+    policy = LatencyPolicy()
+    simulate(policy, [a, b], clock, batches=100)
+    assert isinstance(b.runtime, TimedRuntime)
+    b.runtime.fixed_s = 0.001  # b became much faster while unused
+    chosen = simulate(policy, [a, b], clock, batches=300, gap_s=0.02)
+    assert chosen["b"] > chosen["a"]
+
+
+def test_exploration_stays_within_its_budget_and_no_arm_starves() -> None:
+    clock = Clock()
+    arms = [arm(clock, "best", 0.001), arm(clock, "meh", 0.005), arm(clock, "worst", 0.009)]
+    policy = LatencyPolicy(explore_fraction=0.05)
+    simulate(policy, arms, clock, batches=2000, gap_s=0.01)
+    assert policy.explored <= 0.05 * policy.batches
+    # Every arm was re-measured recently: none is left stale for long.
+    for a in arms:
+        assert clock.now - a.last_used < 10 * policy.reprobe_after_s, a.backend
+    assert arms[1].batches > 3 and arms[2].batches > 3
+
+
+def test_new_arms_are_measured_first() -> None:
+    clock = Clock()
+    arms = [arm(clock, "a", 0.001), arm(clock, "b", 0.002)]
+    chosen = simulate(LatencyPolicy(explore_fraction=0.0), arms, clock, batches=2)
+    assert chosen == Counter({"a": 1, "b": 1})
+
+
+def test_overflow_goes_to_the_second_arm_exactly_when_it_finishes_sooner() -> None:
+    clock = Clock()
+    fast, slow = arm(clock, "fast", 0.010), arm(clock, "slow", 0.025)
+    for a in (fast, slow):
+        a.record_success(8, a.runtime.fixed_s, clock.now)  # type: ignore[attr-defined]
+    policy = LatencyPolicy(explore_fraction=0.0)
+    # The fast arm has one batch with 10 ms left: 10 + 10 = 20 ms < 25 ms: wait for it.
+    fast.running[1] = (clock.now, 0.010)
+    assert policy.order([fast, slow], 8, clock.now)[0] is fast
+    # Two batches ahead on the fast arm: 20 + 10 = 30 ms > 25 ms: overflow to slow.
+    fast.running[2] = (clock.now, 0.010)
+    assert policy.order([fast, slow], 8, clock.now)[0] is slow
+    # Half of the first is done: 15 + 10 = 25... just under once a little more passes.
+    clock.now += 0.006
+    assert policy.order([fast, slow], 8, clock.now)[0] is fast
+
+
+def test_fixed_policy_sticks_to_its_arm() -> None:
+    clock = Clock()
+    arms = [arm(clock, "fast", 0.001), arm(clock, "slow", 0.010)]
+    chosen = simulate(FixedPolicy("slow"), arms, clock, batches=50)
+    assert chosen == Counter({"slow": 50})
+
+
+def test_round_robin_takes_turns() -> None:
+    clock = Clock()
+    arms = [arm(clock, n, 0.001 * (i + 1)) for i, n in enumerate("abc")]
+    chosen = simulate(RoundRobinPolicy(), arms, clock, batches=30)
+    assert chosen == Counter({"a": 10, "b": 10, "c": 10})
+
+
+def test_cost_policy_prefers_the_cheapest_within_budget() -> None:
+    clock = Clock()
+    cpu = arm(clock, "cpu_arm", 0.020)
+    gpu = Arm("gpu_arm", "cuda:0", "fp32", TimedRuntime(clock, 0.002))
+    for a in (cpu, gpu):
+        a.record_success(8, a.runtime.fixed_s, clock.now)  # type: ignore[attr-defined]
+    # Per 1000 rows: cpu 0.1 $/h * 20 ms/8 rows -> ...; gpu 3 $/h * 2 ms/8 rows: cpu cheaper.
+    policy = CostPolicy({"cpu": 0.10, "cuda": 3.00})
+    assert policy.order([cpu, gpu], 8, clock.now)[0] is cpu
+    assert policy.cost_per_1000(cpu, 8) == pytest.approx(0.10 / 3600 * 0.020 / 8 * 1000)
+    # With a 10 ms budget the cpu arm is out: the gpu arm is the cheapest within it.
+    assert CostPolicy({"cpu": 0.10, "cuda": 3.00}, 10).order([cpu, gpu], 8, clock.now)[0] is gpu
+
+
+def test_policies_come_from_the_model_config() -> None:
+    clock = Clock()
+    arms = [arm(clock, "onnxruntime", 0.001)]
+    assert isinstance(make_policy(mc.RoutingPolicy(), arms), LatencyPolicy)
+    assert isinstance(make_policy(mc.RoutingPolicy(policy="fixed", fixed_arm="onnxruntime/cpu/fp32"), arms), FixedPolicy)
+    with pytest.raises(InvalidInput, match="nope"):
+        make_policy(mc.RoutingPolicy(policy="fixed", fixed_arm="nope"), arms)
+    with pytest.raises(InvalidInput, match="price_per_hour"):
+        make_policy(mc.RoutingPolicy(policy="cost"), arms)
+    with pytest.raises(InvalidInput, match="unknown routing policy"):
+        make_policy(mc.RoutingPolicy(policy="vibes"), arms)
+
+
+async def test_a_failed_batch_is_retried_once_on_the_next_best_arm() -> None:
+    clock = Clock()
+    a, b = arm(clock, "a", 0.001), arm(clock, "b", 0.002)
+    router = Router("m", [a, b], LatencyPolicy(explore_fraction=0), InlineExecutor(), clock)
+    await router.execute(x())
+    await router.execute(x())
+    assert isinstance(a.runtime, TimedRuntime)
+    a.runtime.failing = True
+    outputs, _, _ = await router.execute(x())
+    np.testing.assert_array_equal(outputs["y"], x()["x"] * 2)
+    assert a.failures == 1 and b.batches == 2
+
+
+async def test_a_failing_arm_opens_its_circuit_and_is_probed_after_the_cool_down() -> None:
+    clock = Clock()
+    a, b = arm(clock, "a", 0.001), arm(clock, "b", 0.005)
+    router = Router("m", [a, b], LatencyPolicy(explore_fraction=0), InlineExecutor(), clock)
+    await router.execute(x())
+    await router.execute(x())
+    assert isinstance(a.runtime, TimedRuntime)
+    a.runtime.failing = True
+    for _ in range(3):
+        await router.execute(x())
+    assert a.circuit is Circuit.OPEN
+    calls = a.runtime.calls
+    for _ in range(5):
+        await router.execute(x())
+    assert a.runtime.calls == calls  # skipped while open
+    a.runtime.failing = False
+    clock.now += COOL_DOWN_S
+    await router.execute(x())
+    assert a.runtime.calls == calls + 1 and a.circuit is Circuit.CLOSED
+
+
+async def test_when_every_arm_fails_the_batch_is_unavailable_with_the_reasons() -> None:
+    clock = Clock()
+    a, b = arm(clock, "a", 0.001), arm(clock, "b", 0.002)
+    for r in (a.runtime, b.runtime):
+        assert isinstance(r, TimedRuntime)
+        r.failing = True
+    router = Router("m", [a, b], LatencyPolicy(), InlineExecutor(), clock)
+    with pytest.raises(Unavailable, match="every arm tried") as caught:
+        await router.execute(x())
+    assert "a/cpu/fp32" in str(caught.value) and "b/cpu/fp32" in str(caught.value)
+    for _ in range(3):
+        with pytest.raises((Unavailable, BackendFailed)):
+            await router.execute(x())
+    with pytest.raises(Unavailable, match="every arm is failing"):
+        await router.execute(x())
+
+
+async def test_describe_reports_share_latency_and_circuit() -> None:
+    clock = Clock()
+    a, b = arm(clock, "a", 0.001, 0.0001), arm(clock, "b", 0.004)
+    router = Router("m", [a, b], LatencyPolicy(explore_fraction=0), InlineExecutor(), clock)
+    for rows in (1, 8, 32, 8, 8):
+        await router.execute(x(rows))
+        await asyncio.sleep(0)
+    report = {r["arm"]: r for r in router.describe()}
+    assert report["a/cpu/fp32"]["batches"] == 4 and report["b/cpu/fp32"]["batches"] == 1
+    assert report["a/cpu/fp32"]["share"] == pytest.approx(0.8)
+    assert report["a/cpu/fp32"]["per_row_ms"] == pytest.approx(0.1, rel=0.05)
+    assert report["a/cpu/fp32"]["fixed_ms"] == pytest.approx(1.0, rel=0.05)
+    assert report["a/cpu/fp32"]["circuit"] == "closed"
