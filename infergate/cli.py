@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--shutdown-grace-s", type=float)
     serve.add_argument("--default-max-batch-size", type=int)
     serve.add_argument("--no-gpu", action="store_true", help="never use GPU providers")
+    serve.add_argument(
+        "--metrics-port", type=int, help="Prometheus /metrics port (default 8002; 0: off)"
+    )
+    serve.add_argument("--metrics-host", help="address for /metrics (default 127.0.0.1)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once ready")
     serve.set_defaults(run=_serve)
@@ -90,6 +94,8 @@ def _serve(args: argparse.Namespace) -> int:
         default_max_batch_size=args.default_max_batch_size,
         use_gpu=False if args.no_gpu else None,
         log_level=args.log_level,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     logging.basicConfig(
         level=settings.log_level.upper(),

@@ -56,6 +56,12 @@ class Settings:
     # Ask for GPU execution providers where they load; false forces CPU.
     use_gpu: bool = True
 
+    # Prometheus metrics at http://<metrics_host>:<metrics_port>/metrics; 0 turns it off.
+    metrics_port: int = 8002
+    metrics_host: str = "127.0.0.1"
+    # Tracing: None follows OTEL_* variables (on when an OTLP endpoint is set).
+    tracing: bool | None = None
+
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -90,7 +96,7 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
     """Parse an environment string by the field's declared type (a string annotation)."""
     kind = str(type_name)
     try:
-        if kind == "bool":
+        if kind in ("bool", "bool | None"):
             lowered = raw.strip().lower()
             if lowered in _TRUE:
                 return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,10 @@ import pytest
 from infergate.gateway.server import GatewayServer
 from infergate.settings import Settings
 from tests import onnx_models
+
+# Gateways that tests start as processes (the CLI) serve no metrics unless a test
+# asks: the default port 8002 may be taken on a developer's machine.
+os.environ.setdefault("INFERGATE_METRICS_PORT", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_REPOSITORY = ROOT / "models" / "repository"
@@ -30,7 +35,7 @@ def repository(tmp_path: Path) -> Path:
 @pytest.fixture
 async def gateway(repository: Path) -> AsyncIterator[GatewayServer]:
     """A started gateway serving `repository` on a free loopback port."""
-    server = GatewayServer(Settings(model_repository=repository, port=0, shutdown_grace_s=1.0))
+    server = GatewayServer(Settings(metrics_port=0, model_repository=repository, port=0, shutdown_grace_s=1.0))
     await server.start()
     try:
         yield server

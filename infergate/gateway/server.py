@@ -15,9 +15,11 @@ from infergate.backends.base import Backend, BackendOptions
 from infergate.backends.discovery import discover
 from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.servicers.inference import InferenceServicer
+from infergate.gateway.servicers.observe import InferenceObserver
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import inference_pb2_grpc as pb_grpc
 from infergate.settings import Settings
+from infergate.telemetry import Metrics, setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,11 @@ class GatewayServer:
             cache_max_bytes=settings.response_cache_mb * _MB,
         )
         self._ready = False
+        self.tracing = setup_tracing(settings.tracing)
+        self.metrics = Metrics()
+        self.metrics.watch(self.core.snapshot)
+        self.core.attach_telemetry(self.tracing.tracer, self.metrics)
+        self.metrics_port = 0
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
             options=[
@@ -68,7 +75,12 @@ class GatewayServer:
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.core, lambda: self._ready), self._server
+            InferenceServicer(
+                self.core,
+                lambda: self._ready,
+                InferenceObserver(self.tracing, self.metrics, self.core.registry.__contains__),
+            ),
+            self._server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -92,6 +104,16 @@ class GatewayServer:
         except RuntimeError as exc:
             raise RuntimeError(f"cannot listen on {self.settings.address}: {exc}") from exc
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.settings.metrics_port:
+            try:
+                self.metrics_port = self.metrics.serve(
+                    self.settings.metrics_host, self.settings.metrics_port
+                )
+            except OSError as exc:
+                raise RuntimeError(
+                    f"cannot serve metrics on {self.settings.metrics_host}:"
+                    f"{self.settings.metrics_port}: {exc} (--metrics-port 0 turns them off)"
+                ) from exc
         await self._server.start()
         log.info("infergate listening on %s", self.address)
         if self.settings.model_repository is not None:
@@ -116,6 +138,9 @@ class GatewayServer:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         await self._server.stop(grace)
         await self.core.aclose()
+        self.metrics.close()
+        # Flushing the exporter may wait on the network: keep it off the event loop.
+        await asyncio.to_thread(self.tracing.shutdown)
         self._stopped.set()
         log.info("infergate stopped")
 

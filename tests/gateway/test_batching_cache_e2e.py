@@ -40,8 +40,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[GatewayServer, FakeBacke
     write_fake_model(repo, "flaky", fail_on=13.0, queue_delay_us=20000)
     fake = FakeBackend()
     backends = {**discover(["onnxruntime"]).backends, "fake": fake}
-    settings = Settings(model_repository=repo, port=0, max_inflight_batches=1,
-                        shutdown_grace_s=1)
+    settings = Settings(metrics_port=0, model_repository=repo, port=0, max_inflight_batches=1, shutdown_grace_s=1)
     server = GatewayServer(settings, backends=backends)
     await server.start()
     try:
@@ -51,8 +50,9 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[GatewayServer, FakeBacke
 
 
 def digits_reference(x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(DEMO_REPOSITORY / "digits" / "1" / "model.onnx"),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(DEMO_REPOSITORY / "digits" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     return np.asarray(session.run(None, {"x": x})[0])
 
 
@@ -87,7 +87,9 @@ async def test_a_repeated_request_is_answered_from_the_cache_with_the_callers_id
         await stub.ModelInfer(bypass)
         other = await stub.ModelInfer(build_request("digits", {"x": x.astype(np.float32) + 1}))
         assert other.raw_output_contents != first.raw_output_contents
-        stats = (await stub.ModelStatistics(pb.ModelStatisticsRequest(name="digits"))).model_stats[0]
+        stats = (await stub.ModelStatistics(pb.ModelStatisticsRequest(name="digits"))).model_stats[
+            0
+        ]
     assert stats.inference_stats.cache_hit.count == 1
     assert stats.inference_stats.cache_miss.count == 2
     assert stats.inference_stats.success.count == 4

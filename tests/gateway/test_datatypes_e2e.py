@@ -38,7 +38,7 @@ async def typed_gateway(tmp_path: Path) -> AsyncIterator[GatewayServer]:
     repo = tmp_path / "repo"
     for datatype in [*SAMPLES, "BF16"]:
         onnx_models.identity_model(repo / f"id_{datatype.lower()}" / "1" / "model.onnx", datatype)
-    server = GatewayServer(Settings(model_repository=repo, port=0))
+    server = GatewayServer(Settings(metrics_port=0, model_repository=repo, port=0))
     await server.start()
     try:
         yield server

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,17 +34,20 @@ import numpy as np
 from infergate.gateway.core.errors import (
     BackendFailed,
     DeadlineExceeded,
+    GatewayError,
     QueueFull,
     Unavailable,
 )
+from infergate.gateway.core.routing import Execution
 from infergate.gateway.core.stats import ModelStats
+from infergate.gateway.core.tracing import BatchTelemetry, RequestTrace
 from infergate.protocol import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
-# Runs one stacked batch; returns (outputs, ns waiting for a worker, ns computing).
-Executor = Callable[[Mapping[str, np.ndarray]], Awaitable[tuple[Tensors, int, int]]]
+# Runs one stacked batch (the model's router).
+Executor = Callable[[Tensors], Awaitable[Execution]]
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class _Pending:
     deadline: float | None
     future: asyncio.Future[Tensors] = field(repr=False)
     started: bool = False
+    trace: RequestTrace | None = field(default=None, repr=False)
 
 
 def policy_from_config(config: mc.ModelConfig, max_inflight: int) -> BatchPolicy:
@@ -97,12 +101,18 @@ class BatchQueue:
     """One model version's queue and its scheduler task; use submit(), then aclose()."""
 
     def __init__(
-        self, name: str, policy: BatchPolicy, execute: Executor, stats: ModelStats
+        self,
+        name: str,
+        policy: BatchPolicy,
+        execute: Executor,
+        stats: ModelStats,
+        telemetry: BatchTelemetry | None = None,
     ) -> None:
         self.name = name
         self.policy = policy
         self._execute = execute
         self._stats = stats
+        self._telemetry = telemetry or BatchTelemetry(name, None, None)
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(max(1, policy.max_inflight))
@@ -160,6 +170,7 @@ class BatchQueue:
             enqueued_ns=time.perf_counter_ns(),
             deadline=now + min(limits) if limits else None,
             future=loop.create_future(),
+            trace=self._telemetry.enqueued(),
         )
         self._queue.append(item)
         self._wakeup.set()
@@ -180,12 +191,16 @@ class BatchQueue:
             return await asyncio.wait_for(asyncio.shield(item.future), max(0.0, remaining))
         except TimeoutError:
             item.future.cancel()  # if still queued, the scheduler drops it
+            if not item.started:
+                self._telemetry.left_queue(item.trace, "deadline exceeded")
             raise DeadlineExceeded(
                 f"model '{self.name}': the request's time ran out before it could be answered "
                 f"(deadline {_ms(deadline_s)}, queue timeout {_ms(queue_s)})"
             ) from None
         except asyncio.CancelledError:
             item.future.cancel()  # the caller went away: never run it
+            if not item.started:
+                self._telemetry.left_queue(item.trace, "cancelled")
             raise
 
     async def aclose(self, drain: bool = True) -> None:
@@ -246,6 +261,7 @@ class BatchQueue:
                 item.future.set_exception(
                     DeadlineExceeded(f"model '{self.name}': the request timed out in the queue")
                 )
+                self._telemetry.left_queue(item.trace, "timed out in the queue")
                 continue
             kept.append(item)
         self._queue = kept
@@ -290,9 +306,14 @@ class BatchQueue:
         if not batch:
             return
         started = time.perf_counter_ns()
+        started_wall_ns = time.time_ns()
+        queue_s = []
         for item in batch:
             item.started = True
-            self._stats.queue.add(started - item.enqueued_ns)
+            waited_ns = started - item.enqueued_ns
+            self._stats.queue.add(waited_ns)
+            queue_s.append(waited_ns / 1e9)
+            self._telemetry.left_queue(item.trace)
         rows = sum(item.rows for item in batch)
         if len(batch) == 1:
             stacked = batch[0].inputs
@@ -300,26 +321,36 @@ class BatchQueue:
             names = batch[0].inputs.keys()
             stacked = {n: np.concatenate([item.inputs[n] for item in batch]) for n in names}
         input_ns = time.perf_counter_ns() - started
+        traces = [item.trace for item in batch]
         try:
-            outputs, _, infer_ns = await self._execute(stacked)
+            execution = await self._execute(stacked)
             split_started = time.perf_counter_ns()
-            parts = _split(outputs, [item.rows for item in batch], self.name)
+            parts = _split(execution.outputs, [item.rows for item in batch], self.name)
+        except GatewayError as exc:
+            self._fail(batch, exc)
+            self._telemetry.batch_done(traces, queue_s, rows, started_wall_ns, None, exc)
+            return
         except Exception as exc:
-            error = (
-                exc
-                if isinstance(exc, BackendFailed)
-                else BackendFailed(f"model '{self.name}': {type(exc).__name__}: {exc}")
-            )
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(error)
+            self._fail(batch, BackendFailed(f"model '{self.name}': {type(exc).__name__}: {exc}"))
+            self._telemetry.batch_done(traces, queue_s, rows, started_wall_ns, None, exc)
             return
         for item, part in zip(batch, parts, strict=True):
             if not item.future.done():
                 item.future.set_result(part)
         self._stats.record_execution(
-            rows, len(batch), input_ns, infer_ns, time.perf_counter_ns() - split_started
+            rows,
+            len(batch),
+            input_ns,
+            execution.infer_ns,
+            time.perf_counter_ns() - split_started,
         )
+        self._telemetry.batch_done(traces, queue_s, rows, started_wall_ns, execution)
+
+    @staticmethod
+    def _fail(batch: list[_Pending], error: GatewayError) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(error)
 
 
 def _split(outputs: Tensors, row_counts: list[int], name: str) -> list[Tensors]:

@@ -99,6 +99,11 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def clear(self) -> None:
+        """Forget every stored response; counters and computations in flight stay."""
+        # A fresh LRU rather than clear(): clearing pops items, counting evictions.
+        self._entries = _ByteLRU(max(1, self.max_bytes), self.counters)
+
     def get(self, key: bytes) -> tuple[OutputTensor, ...] | None:
         entry = self._entries.get(key)  # marks it most recently used
         if entry is None:
@@ -125,20 +130,27 @@ class ResponseCache:
         key: bytes,
         compute: Callable[[], Awaitable[Sequence[OutputTensor]]],
         ttl_s: float = 0.0,
+        looked_up: Callable[[bool], None] | None = None,
     ) -> tuple[tuple[OutputTensor, ...], bool]:
         """The cached response, or compute it once for all identical callers.
 
         Returns (outputs, hit); a caller that waited on an identical request in
         flight counts as a hit, since its answer was not computed for it.
+        `looked_up(hit)` is called once the lookup itself is over (for tracing).
         """
         while True:
             found = self.get(key)
             if found is not None:
                 self.counters.hits += 1
+                if looked_up is not None:
+                    looked_up(True)
                 return found, True
             pending = self._inflight.get(key)
             if pending is None:
                 break
+            if looked_up is not None:
+                looked_up(True)
+                looked_up = None
             try:
                 # shield: one waiter leaving must not cancel the work for the others.
                 outputs = await asyncio.shield(pending)
@@ -151,6 +163,8 @@ class ResponseCache:
             self.counters.hits += 1
             return outputs, True
         self.counters.misses += 1
+        if looked_up is not None:
+            looked_up(False)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[OutputTensor, ...]] = loop.create_future()
         self._inflight[key] = future

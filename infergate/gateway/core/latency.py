@@ -59,7 +59,10 @@ class LatencyModel:
         keep = 1.0 - self.alpha
         if self.samples:
             predicted = self.predict_s(rows)
-            if predicted > 0 and not predicted / CHANGE_RATIO <= seconds <= predicted * CHANGE_RATIO:
+            if (
+                predicted > 0
+                and not predicted / CHANGE_RATIO <= seconds <= predicted * CHANGE_RATIO
+            ):
                 keep *= CHANGE_KEEP
         self._w = self._w * keep + 1.0
         self._x = self._x * keep + rows

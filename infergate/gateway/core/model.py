@@ -1,20 +1,18 @@
-"""A loaded model version: its config, spec, runtime, batch queue and statistics."""
+"""A loaded model version: its config, spec, arms, router, batch queue and statistics."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from infergate.backends.base import LoadedModel
+from infergate.gateway.core.arms import Arm
 from infergate.gateway.core.batching import BatchQueue, policy_from_config
-from infergate.gateway.core.errors import BackendFailed, Unavailable
+from infergate.gateway.core.errors import Unavailable
+from infergate.gateway.core.routing import Router, make_policy
 from infergate.gateway.core.spec import ModelSpec
 from infergate.gateway.core.stats import ModelStats
+from infergate.gateway.core.tracing import BatchTelemetry
 from infergate.protocol import model_config_pb2 as mc
 
 
@@ -24,21 +22,45 @@ class ModelVersion:
     version: str
     config: mc.ModelConfig
     spec: ModelSpec
-    backend: str
-    runtime: LoadedModel
+    arms: list[Arm]
     platform: str
     stats: ModelStats = field(default_factory=ModelStats)
+    # Backends that could have run it but failed to load, with why.
+    arm_errors: dict[str, str] = field(default_factory=dict)
+    _router: Router | None = field(default=None, repr=False)
     _queue: BatchQueue | None = field(default=None, repr=False)
-    _executor: Executor | None = field(default=None, repr=False)
 
-    def start(self, executor: Executor, max_inflight: int) -> None:
-        """Start serving: create the batch queue (needs the running event loop)."""
-        self._executor = executor
+    @property
+    def backend(self) -> str:
+        """The backend of the first arm (the only one when the model is pinned)."""
+        return self.arms[0].backend
+
+    @property
+    def runtime(self) -> LoadedModel:
+        return self.arms[0].runtime
+
+    def start(
+        self, executor: Executor, max_inflight: int, telemetry: BatchTelemetry | None = None
+    ) -> None:
+        """Start serving: router and batch queue (the queue needs the running loop).
+
+        Every arm may run max_inflight batches side by side, so the model as a
+        whole may have that many per arm in flight: overflow can go elsewhere.
+        """
+        for arm in self.arms:
+            arm.capacity = max_inflight
+        self._router = Router(
+            f"{self.name}:{self.version}",
+            self.arms,
+            make_policy(self.config.routing, self.arms),
+            executor,
+        )
         self._queue = BatchQueue(
             f"{self.name}:{self.version}",
-            policy_from_config(self.config, max_inflight),
-            self.execute,
+            policy_from_config(self.config, max_inflight * len(self.arms)),
+            self._router.execute,
             self.stats,
+            telemetry,
         )
 
     @property
@@ -47,34 +69,15 @@ class ModelVersion:
             raise Unavailable(f"model '{self.name}' version {self.version} is not started")
         return self._queue
 
-    async def execute(
-        self, inputs: Mapping[str, np.ndarray]
-    ) -> tuple[dict[str, np.ndarray], int, int]:
-        """Run one batch in a worker thread.
-
-        Returns the outputs, the ns spent waiting for a worker, and the ns the
-        runtime took.
-        """
-        assert self._executor is not None, "start() first"
-        loop = asyncio.get_running_loop()
-        submitted = time.perf_counter_ns()
-
-        def run() -> tuple[dict[str, np.ndarray], int, int]:
-            started = time.perf_counter_ns()
-            outputs = self.runtime.infer(inputs)
-            return outputs, started, time.perf_counter_ns()
-
-        try:
-            outputs, started, finished = await loop.run_in_executor(self._executor, run)
-        except Exception as exc:
-            raise BackendFailed(
-                f"model '{self.name}' version {self.version} failed in {self.backend}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        return outputs, started - submitted, finished - started
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            raise Unavailable(f"model '{self.name}' version {self.version} is not started")
+        return self._router
 
     async def aclose(self, drain: bool = True) -> None:
-        """Finish (or fail) queued requests, then free the runtime."""
+        """Finish (or fail) queued requests, then free every runtime."""
         if self._queue is not None:
             await self._queue.aclose(drain=drain)
-        self.runtime.close()
+        for arm in self.arms:
+            arm.runtime.close()

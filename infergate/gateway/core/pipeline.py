@@ -11,17 +11,25 @@ import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
+
+from opentelemetry import trace
 
 from infergate.backends.base import Backend, BackendOptions
 from infergate.gateway.core.cache import ResponseCache, cache_key
-from infergate.gateway.core.errors import GatewayError, InvalidInput
+from infergate.gateway.core.batching import policy_from_config
+from infergate.gateway.core.errors import GatewayError, InvalidInput, ModelLoadError
 from infergate.gateway.core.loader import load_model
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.registry import ModelRegistry
-from infergate.gateway.core.repository import list_models, read_model
+from infergate.gateway.core.repository import ModelSource, list_models, read_model
 from infergate.gateway.core.request import InferRequest, InferResult, OutputTensor
+from infergate.gateway.core.routing import make_policy
+from infergate.gateway.core.tracing import BatchTelemetry
 from infergate.gateway.core.validate import validate_request
+from infergate.protocol import model_config_pb2 as mc
+from infergate.telemetry.metrics import Metrics, ModelSnapshot, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,9 @@ class InferenceCore:
         )
         self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._tracer: trace.Tracer = trace.NoOpTracer()
+        self._tracing = False
+        self._metrics: Metrics | None = None
 
     # ---- models --------------------------------------------------------------
 
@@ -79,9 +90,16 @@ class InferenceCore:
         self.serve(model)
         return model
 
+    def attach_telemetry(self, tracer: trace.Tracer, metrics: Metrics) -> None:
+        """Report spans and metrics from here on (the server calls this before loading)."""
+        self._tracer = tracer
+        self._tracing = not isinstance(tracer, trace.NoOpTracer)
+        self._metrics = metrics
+
     def serve(self, model: ModelVersion) -> None:
         """Make a loaded model take traffic; versions it replaces drain in the background."""
-        model.start(self._executor, self.max_inflight_batches)
+        telemetry = BatchTelemetry(model.name, self._tracer, self._metrics)
+        model.start(self._executor, self.max_inflight_batches, telemetry)
         for old in self.registry.set_ready(model):
             self._retire(old)
 
@@ -92,6 +110,33 @@ class InferenceCore:
 
     def model(self, name: str, version: str = "") -> ModelVersion:
         return self.registry.get(name, version)
+
+    def snapshot(self) -> Snapshot:
+        """The figures metrics report at scrape time (called from the metrics thread:
+        reads only, and tolerates a model coming or going meanwhile)."""
+        models = []
+        states: dict[str, int] = {}
+        for entry in list(self.registry):
+            states[entry.state.value] = states.get(entry.state.value, 0) + 1
+            for model in list(entry.versions.values()):
+                queue = model._queue
+                router = model._router
+                models.append(
+                    ModelSnapshot(
+                        model=model.name,
+                        version=model.version,
+                        queue_depth=queue.depth if queue else 0,
+                        inflight_batches=queue.inflight if queue else 0,
+                        cache_hits=model.stats.cache_hit.count,
+                        cache_misses=model.stats.cache_miss.count,
+                        inference_count=model.stats.inference_count,
+                        execution_count=model.stats.execution_count,
+                        arms=router.describe() if router else [],
+                    )
+                )
+        return Snapshot(
+            models, states, self.cache.current_bytes, len(self.cache), self.cache.counters.evictions
+        )
 
     # ---- inference -------------------------------------------------------------
 
@@ -125,7 +170,14 @@ class InferenceCore:
         key = cache_key(model.name, model.version, request.inputs, names)
         lookup_ns = time.perf_counter_ns() - started
         ttl_s = model.config.response_cache_ttl_ms / 1000
-        outputs, hit = await self.cache.get_or_compute(key, compute, ttl_s)
+        span = self._tracer.start_span("cache lookup") if self._tracing else None
+
+        def looked_up(hit: bool) -> None:
+            if span is not None:
+                span.set_attribute("infergate.cache.hit", hit)
+                span.end()
+
+        outputs, hit = await self.cache.get_or_compute(key, compute, ttl_s, looked_up)
         if hit:
             model.stats.cache_hit.add(time.perf_counter_ns() - started)
         else:
@@ -145,6 +197,51 @@ class InferenceCore:
         await asyncio.gather(*self._retiring, return_exceptions=True)
         # Waiting for running calls blocks: do it off the event loop.
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+    # ---- run-time model control (driven by infergate.gateway.core.admin) ----------
+
+    async def load(self, source: ModelSource) -> ModelVersion:
+        """Load and warm up a version without serving it; ModelLoadError on any failure."""
+        try:
+            return await asyncio.to_thread(
+                load_model, source, self.backends, self.options, self.default_max_batch_size
+            )
+        except GatewayError:
+            raise
+        except Exception as exc:  # a runtime bug fails this load, not the server
+            log.exception("model %s failed to load", source.name)
+            raise ModelLoadError(
+                f"model '{source.name}' failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def unload(self, name: str, drain: bool = True) -> list[ModelVersion]:
+        """Stop routing requests to a model, finish (or fail) its queue, free it."""
+        versions = self.registry.remove(name)
+        await asyncio.gather(*(model.aclose(drain=drain) for model in versions))
+        return versions
+
+    def reconfigure(self, model: ModelVersion, config: mc.ModelConfig) -> None:
+        """Give a serving version new batching, cache and routing settings, live.
+
+        Only what is read per batch or per request may differ from the old config
+        (infergate.gateway.core.live_config checks that).
+        """
+        # Everything that can refuse the config first, so a refusal changes nothing.
+        batching = policy_from_config(config, model.queue.policy.max_inflight)
+        routing = None
+        if config.routing != model.config.routing:
+            routing = make_policy(config.routing, model.arms)
+        # In place: whoever holds the version sees one config, never a mix.
+        model.config.CopyFrom(config)
+        if model.spec.max_batch_size != config.max_batch_size:
+            model.spec = replace(model.spec, max_batch_size=config.max_batch_size)
+        model.queue.update_policy(batching)
+        if routing is not None:
+            model.router.policy = routing
+
+    def forget_cached_answers(self) -> None:
+        """Drop every cached response: a model name and version may now mean other bytes."""
+        self.cache.clear()
 
 
 def _timeout_parameter(parameters: Mapping[str, object]) -> float | None:

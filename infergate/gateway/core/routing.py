@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,17 @@ REPROBE_AFTER_S = 2.0
 LOG_INTERVAL_S = 10.0
 
 Tensors = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One batch run: its outputs, the arm that ran it, and where the time went."""
+
+    outputs: Tensors
+    arm: Arm
+    queue_ns: int  # waiting for a worker thread
+    infer_ns: int  # in the runtime
+    started_wall_ns: int  # time.time_ns() when the runtime started, for spans
 
 
 class RoutingPolicy(abc.ABC):
@@ -214,8 +226,8 @@ class Router:
         self._preferred = ""
         self._logged_at = float("-inf")
 
-    async def execute(self, inputs: Tensors) -> tuple[Tensors, int, int]:
-        """Run one batch; returns outputs, ns waiting for a worker, ns computing."""
+    async def execute(self, inputs: Tensors) -> Execution:
+        """Run one batch on the best arm, failing over once to the next."""
         rows = _rows(inputs)
         now = self._clock()
         usable = [a for a in self.arms if a.usable(now)]
@@ -241,26 +253,27 @@ class Router:
             f"model '{self.model}': the batch failed on every arm tried: " + "; ".join(errors)
         )
 
-    async def _run(self, arm: Arm, inputs: Tensors, rows: int) -> tuple[Tensors, int, int]:
+    async def _run(self, arm: Arm, inputs: Tensors, rows: int) -> Execution:
         loop = asyncio.get_running_loop()
         batch_id = next(self._batch_ids)
         submitted = time.perf_counter_ns()
         arm.running[batch_id] = (self._clock(), arm.latency.predict_s(rows))
 
-        def run() -> tuple[Tensors, int, float]:
+        def run() -> tuple[Tensors, int, int, float]:
             started_ns = time.perf_counter_ns()
+            wall_ns = time.time_ns()
             start = self._clock()
             outputs = arm.runtime.infer(inputs)
-            return outputs, started_ns, self._clock() - start
+            return outputs, started_ns, wall_ns, self._clock() - start
 
         try:
-            outputs, started_ns, seconds = await loop.run_in_executor(self._executor, run)
+            outputs, started_ns, wall_ns, seconds = await loop.run_in_executor(self._executor, run)
         except Exception as exc:
             raise BackendFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
             arm.running.pop(batch_id, None)
         arm.record_success(rows, seconds, self._clock())
-        return outputs, started_ns - submitted, int(seconds * 1e9)
+        return Execution(outputs, arm, started_ns - submitted, int(seconds * 1e9), wall_ns)
 
     def _note_preference(self, arm: Arm, now: float) -> None:
         if arm.name == self._preferred or now - self._logged_at < LOG_INTERVAL_S:

@@ -12,6 +12,7 @@ from infergate.gateway.core.errors import GatewayError, ModelNotFound
 from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.core.registry import ModelState
 from infergate.gateway.servicers.errors import Context, grpc_errors
+from infergate.gateway.servicers.observe import InferenceObserver
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import inference_pb2_grpc as pb_grpc
 
@@ -25,9 +26,12 @@ STREAM_IN_FLIGHT = 256
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, core: InferenceCore, is_ready: Callable[[], bool]) -> None:
+    def __init__(
+        self, core: InferenceCore, is_ready: Callable[[], bool], observer: InferenceObserver
+    ) -> None:
         self._core = core
         self._is_ready = is_ready
+        self._observer = observer
 
     # ---- health and metadata -------------------------------------------------
 
@@ -78,10 +82,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        core_request = convert.decode_request(request)
-        core_request.timeout_s = context.time_remaining()
-        result = await self._core.infer(core_request)
-        return convert.encode_result(result)
+        with self._observer.request(request, context.invocation_metadata()):
+            core_request = convert.decode_request(request)
+            core_request.timeout_s = context.time_remaining()
+            result = await self._core.infer(core_request)
+            return convert.encode_result(result)
 
     async def ModelStreamInfer(
         self,
@@ -93,15 +98,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         An error answers that request with error_message (and its id) and the stream
         goes on, as Triton's clients expect.
         """
+        metadata = context.invocation_metadata()
         responses: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
         tasks: set[asyncio.Task[None]] = set()
 
         async def answer(message: pb.ModelInferRequest) -> None:
             try:
-                core_request = convert.decode_request(message)
-                core_request.timeout_s = context.time_remaining()
-                result = await self._core.infer(core_request)
+                with self._observer.request(message, metadata, "ModelStreamInfer"):
+                    core_request = convert.decode_request(message)
+                    core_request.timeout_s = context.time_remaining()
+                    result = await self._core.infer(core_request)
                 responses.put_nowait(
                     pb.ModelStreamInferResponse(infer_response=convert.encode_result(result))
                 )

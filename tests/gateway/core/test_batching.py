@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 
 import numpy as np
 import pytest
 
+from infergate.gateway.core.arms import Arm
 from infergate.gateway.core.batching import BatchPolicy, BatchQueue, Tensors
 from infergate.gateway.core.errors import BackendFailed, DeadlineExceeded, QueueFull, Unavailable
+from infergate.gateway.core.routing import Execution
 from infergate.gateway.core.stats import ModelStats
+
+ARM = Arm("fake", "cpu", "fp32", runtime=None)  # type: ignore[arg-type]
 
 
 class FakeRuntime:
@@ -29,7 +32,7 @@ class FakeRuntime:
     def release(self) -> None:
         self._gate.set()
 
-    async def __call__(self, inputs: Mapping[str, np.ndarray]) -> tuple[Tensors, int, int]:
+    async def __call__(self, inputs: Tensors) -> Execution:
         x = inputs["x"]
         self.batches.append(x.copy())
         self.running += 1
@@ -42,7 +45,7 @@ class FakeRuntime:
         if self.fail_when is not None and (x == self.fail_when).any():
             raise BackendFailed("runtime exploded on cue")
         y = x * 2
-        return {"y": y[:-1] if self.bad_rows else y}, 0, 1000
+        return Execution({"y": y[:-1] if self.bad_rows else y}, ARM, 0, 1000, 0)
 
     def rows_per_batch(self) -> list[int]:
         return [len(b) for b in self.batches]
@@ -146,8 +149,13 @@ async def test_a_request_whose_time_runs_out_in_the_queue_is_never_executed() ->
 
 async def test_the_models_default_timeout_applies_and_a_request_may_only_shorten_it() -> None:
     runtime = FakeRuntime(hold=True)
-    q = queue(runtime, max_batch_size=1, max_inflight=1, default_timeout_s=0.03,
-              allow_timeout_override=True)
+    q = queue(
+        runtime,
+        max_batch_size=1,
+        max_inflight=1,
+        default_timeout_s=0.03,
+        allow_timeout_override=True,
+    )
     first = asyncio.create_task(q.submit(rows(0), 1))
     await asyncio.sleep(0.01)
     loop = asyncio.get_running_loop()
@@ -193,8 +201,9 @@ async def test_outputs_that_do_not_split_by_rows_fail_the_batch_clearly() -> Non
     runtime = FakeRuntime()
     runtime.bad_rows = True
     q = queue(runtime, max_queue_delay_s=0.02)
-    results = await asyncio.gather(q.submit(rows(1), 1), q.submit(rows(2), 1),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        q.submit(rows(1), 1), q.submit(rows(2), 1), return_exceptions=True
+    )
     assert all(isinstance(r, BackendFailed) and "does not split" in str(r) for r in results)
     await q.aclose()
 
@@ -246,8 +255,9 @@ async def test_closing_drains_what_is_queued_then_refuses() -> None:
 async def test_statistics_count_rows_batches_and_queue_time() -> None:
     runtime = FakeRuntime()
     stats = ModelStats()
-    q = BatchQueue("m", BatchPolicy(enabled=True, max_batch_size=8, max_queue_delay_s=0.02),
-                   runtime, stats)
+    q = BatchQueue(
+        "m", BatchPolicy(enabled=True, max_batch_size=8, max_queue_delay_s=0.02), runtime, stats
+    )
     await asyncio.gather(q.submit(rows(1, 2), 2), q.submit(rows(2, 3), 3))
     assert stats.inference_count == 5 and stats.execution_count == 1
     assert stats.queue.count == 2 and stats.compute_infer.count == 2

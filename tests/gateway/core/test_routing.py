@@ -73,8 +73,9 @@ def arm(clock: Clock, backend: str, fixed_s: float, per_row_s: float = 0.0) -> A
     return Arm(backend, "cpu", "fp32", TimedRuntime(clock, fixed_s, per_row_s))
 
 
-def simulate(policy: Any, arms: list[Arm], clock: Clock, batches: int, rows: int = 8,
-             gap_s: float = 0.01) -> Counter[str]:
+def simulate(
+    policy: Any, arms: list[Arm], clock: Clock, batches: int, rows: int = 8, gap_s: float = 0.01
+) -> Counter[str]:
     """Sequential batches: the chosen arm runs each; returns batches per arm."""
     chosen: Counter[str] = Counter()
     for _ in range(batches):
@@ -195,7 +196,10 @@ def test_policies_come_from_the_model_config() -> None:
     clock = Clock()
     arms = [arm(clock, "onnxruntime", 0.001)]
     assert isinstance(make_policy(mc.RoutingPolicy(), arms), LatencyPolicy)
-    assert isinstance(make_policy(mc.RoutingPolicy(policy="fixed", fixed_arm="onnxruntime/cpu/fp32"), arms), FixedPolicy)
+    assert isinstance(
+        make_policy(mc.RoutingPolicy(policy="fixed", fixed_arm="onnxruntime/cpu/fp32"), arms),
+        FixedPolicy,
+    )
     with pytest.raises(InvalidInput, match="nope"):
         make_policy(mc.RoutingPolicy(policy="fixed", fixed_arm="nope"), arms)
     with pytest.raises(InvalidInput, match="price_per_hour"):
@@ -212,8 +216,9 @@ async def test_a_failed_batch_is_retried_once_on_the_next_best_arm() -> None:
     await router.execute(x())
     assert isinstance(a.runtime, TimedRuntime)
     a.runtime.failing = True
-    outputs, _, _ = await router.execute(x())
-    np.testing.assert_array_equal(outputs["y"], x()["x"] * 2)
+    execution = await router.execute(x())
+    np.testing.assert_array_equal(execution.outputs["y"], x()["x"] * 2)
+    assert execution.arm is b
     assert a.failures == 1 and b.batches == 2
 
 
