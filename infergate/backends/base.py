@@ -34,6 +34,12 @@ class BackendOptions:
     use_gpu: bool = True
     # Free-form, per-backend settings (e.g. from ModelConfig.parameters).
     extra: Mapping[str, str] = field(default_factory=dict)
+    # What the model's config declares (batch dim included), when it lists tensors.
+    # A backend whose artifact names tensors differently maps the config's names onto
+    # them (infergate.backends.names) and reports the config's names; None or empty:
+    # no config, so it reports the artifact's own names.
+    expected_inputs: tuple[TensorSpec, ...] | None = None
+    expected_outputs: tuple[TensorSpec, ...] | None = None
 
 
 class LoadedModel(abc.ABC):
@@ -42,12 +48,16 @@ class LoadedModel(abc.ABC):
     @property
     @abc.abstractmethod
     def inputs(self) -> Sequence[TensorSpec]:
-        """Inputs as the artifact declares them (-1 for variable dims)."""
+        """Inputs as the artifact declares them (-1 for variable dims).
+
+        Named as `infer` takes them: by the config's names where
+        BackendOptions.expected_inputs gave them, else by the artifact's own.
+        """
 
     @property
     @abc.abstractmethod
     def outputs(self) -> Sequence[TensorSpec]:
-        """Outputs as the artifact declares them."""
+        """Outputs as the artifact declares them, under the names `infer` returns."""
 
     @property
     @abc.abstractmethod

@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
 from infergate.backends.base import Backend, BackendOptions, LoadedModel
 from infergate.gateway.core import datatypes
+from infergate.gateway.core.arms import Arm
 from infergate.gateway.core.errors import ModelLoadError
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.repository import ModelSource
@@ -21,6 +23,7 @@ from infergate.gateway.core.spec import (
     ModelSpec,
     config_from_artifact,
     reconcile,
+    spec_from_config,
 )
 from infergate.protocol import model_config_pb2 as mc
 
@@ -32,11 +35,24 @@ _BACKEND_PLATFORMS = {v: k for k, v in _PLATFORM_BACKENDS.items()}
 
 
 def choose_backend(source: ModelSource, backends: Mapping[str, Backend]) -> Backend:
-    """The backend named by the config (backend, then platform), else the first that can load."""
+    """The backend to serve a model on: the pinned one, else the first allowed that can load.
+
+    `backend` pins one (a Triton `platform` does too, unless `allowed_backends` is
+    set: such a config is ours and says what it means). `allowed_backends` limits
+    the choice; empty allows every available backend. Unpinned, the first allowed
+    backend (in entry-point order) that finds an artifact it loads is taken.
+    """
     config = source.config
+    where = f"model '{source.name}' version {source.version}"
     pinned = ""
+    allowed: list[str] = []
     if config is not None:
-        pinned = config.backend or _PLATFORM_BACKENDS.get(config.platform, "")
+        allowed = list(config.allowed_backends)
+        pinned = config.backend or ("" if allowed else _PLATFORM_BACKENDS.get(config.platform, ""))
+    if pinned and allowed and pinned not in allowed:
+        raise ModelLoadError(
+            f"{where}: backend '{pinned}' is pinned but allowed_backends {allowed} leave it out"
+        )
     if pinned:
         backend = backends.get(pinned)
         if backend is None:
@@ -46,16 +62,22 @@ def choose_backend(source: ModelSource, backends: Mapping[str, Backend]) -> Back
             )
         if backend.find_artifact(source.version_dir) is None:
             raise ModelLoadError(
-                f"model '{source.name}' version {source.version}: backend '{pinned}' needs "
+                f"{where}: backend '{pinned}' needs "
                 f"one of {list(backend.artifact_names)} in {source.version_dir}"
             )
         return backend
-    for backend in backends.values():
+    candidates = [b for name, b in backends.items() if not allowed or name in allowed]
+    if not candidates:
+        raise ModelLoadError(
+            f"{where}: none of its allowed_backends {allowed} is available here "
+            f"(available: {sorted(backends)})"
+        )
+    for backend in candidates:
         if backend.find_artifact(source.version_dir) is not None:
             return backend
-    wanted = sorted({a for b in backends.values() for a in b.artifact_names})
+    wanted = sorted({a for b in candidates for a in b.artifact_names})
     raise ModelLoadError(
-        f"model '{source.name}' version {source.version}: no artifact any available backend "
+        f"{where}: no artifact any {'allowed' if allowed else 'available'} backend "
         f"can load in {source.version_dir} (looked for {wanted})"
     )
 
@@ -71,6 +93,11 @@ def load_model(
     backend = choose_backend(source, backends)
     artifact = backend.find_artifact(source.version_dir)
     assert artifact is not None  # choose_backend checked
+    if source.config is not None and (source.config.input or source.config.output):
+        declared = spec_from_config(source.config)  # lets the backend map tensor names
+        options = replace(
+            options, expected_inputs=declared.inputs, expected_outputs=declared.outputs
+        )
     runtime = backend.load(artifact, options)
     try:
         if source.config is None:
@@ -115,8 +142,7 @@ def load_model(
         version=source.version,
         config=config,
         spec=spec,
-        backend=backend.name,
-        runtime=runtime,
+        arms=[Arm(backend.name, runtime.device, "fp32", runtime)],
         platform=config.platform,
     )
 
