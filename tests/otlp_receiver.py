@@ -31,6 +31,8 @@ def _value(v: object) -> object:
 @dataclass
 class Receiver(otlp_grpc.TraceServiceServicer):
     spans: list[ReceivedSpan] = field(default_factory=list)
+    # span id -> (start, end) in ns since the epoch
+    times: dict[str, tuple[int, int]] = field(default_factory=dict)
     exports: int = 0
     port: int = 0
     _server: grpc.aio.Server | None = None
@@ -44,6 +46,9 @@ class Receiver(otlp_grpc.TraceServiceServicer):
             for scope in resource_spans.scope_spans:
                 for span in scope.spans:
                     self.spans.append(_convert(span, str(resource.get("service.name", ""))))
+                    self.times[span.span_id.hex()] = (
+                        span.start_time_unix_nano, span.end_time_unix_nano
+                    )
         return otlp.ExportTraceServiceResponse()
 
     async def start(self) -> None:
