@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infergate import cli_models
 from infergate.settings import Settings, SettingsError
 
 
@@ -51,6 +52,20 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, help="Prometheus /metrics port (default 8002; 0: off)"
     )
     serve.add_argument("--metrics-host", help="address for /metrics (default 127.0.0.1)")
+    # Admin RPC and security (docs/admin.md); the admin token itself comes from
+    # INFERGATE_ADMIN_TOKEN or a file, never from a flag that `ps` would show.
+    serve.add_argument("--admin-token-file", type=Path, help="file holding the admin token")
+    serve.add_argument(
+        "--insecure-admin",
+        action="store_true",
+        help="allow admin calls without a token (loopback addresses only)",
+    )
+    serve.add_argument("--inference-token", help="require this bearer token for inference")
+    serve.add_argument("--inference-token-file", type=Path, help="file holding that token")
+    serve.add_argument("--max-artifact-mb", type=int, help="largest artifact to accept (2048)")
+    serve.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (PEM)")
+    serve.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    serve.add_argument("--tls-client-ca", type=Path, help="require client certificates it signed")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once ready")
     serve.set_defaults(run=_serve)
@@ -74,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     backends = sub.add_parser("backends", help="list the backends found here")
     backends.add_argument("--json", action="store_true")
     backends.set_defaults(run=_backends)
+
+    cli_models.add_parser(sub)
     return parser
 
 
@@ -94,6 +111,14 @@ def _serve(args: argparse.Namespace) -> int:
         default_max_batch_size=args.default_max_batch_size,
         use_gpu=False if args.no_gpu else None,
         log_level=args.log_level,
+        admin_token_file=args.admin_token_file,
+        insecure_admin=True if args.insecure_admin else None,
+        inference_token=args.inference_token,
+        inference_token_file=args.inference_token_file,
+        max_artifact_mb=args.max_artifact_mb,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )

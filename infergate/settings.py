@@ -62,6 +62,23 @@ class Settings:
     # Tracing: None follows OTEL_* variables (on when an OTLP endpoint is set).
     tracing: bool | None = None
 
+    # Admin RPC and model control (docs/admin.md). Admin calls need this bearer
+    # token (or the one in admin_token_file); with neither, they are refused, unless
+    # insecure_admin is set on a loopback host. repr=False: never in a log line.
+    admin_token: str = field(default="", repr=False)
+    admin_token_file: Path | None = None
+    insecure_admin: bool = False
+    # When set, inference calls need this bearer token (or the admin one).
+    inference_token: str = field(default="", repr=False)
+    inference_token_file: Path | None = None
+    # Largest artifact a registration may upload.
+    max_artifact_mb: int = 2048
+    # TLS for the listener: certificate chain and key (PEM); with a client CA, clients
+    # must present a certificate it signed.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
 

@@ -24,8 +24,15 @@ dynamic_batching {{ max_queue_delay_microseconds: {delay_us} {queue} }}
 """
 
 
-def write_fake_model(repo: Path, name: str, *, delay_s: float = 0.0, fail_on: float | None = None,
-                     queue_delay_us: int = 1000, queue_policy: str = "") -> Path:
+def write_fake_model(
+    repo: Path,
+    name: str,
+    *,
+    delay_s: float = 0.0,
+    fail_on: float | None = None,
+    queue_delay_us: int = 1000,
+    queue_policy: str = "",
+) -> Path:
     folder = repo / name / "1"
     folder.mkdir(parents=True)
     (folder / "model.fake").write_text(json.dumps({"delay_s": delay_s, "fail_on": fail_on}))

@@ -13,9 +13,15 @@ from grpc_reflection.v1alpha import reflection
 
 from infergate.backends.base import Backend, BackendOptions
 from infergate.backends.discovery import discover
+from infergate.gateway import tls
+from infergate.gateway.auth import ADMIN_SERVICE, AuthInterceptor, AuthPolicy, is_loopback
+from infergate.gateway.core import store
+from infergate.gateway.core.admin import ModelAdmin
 from infergate.gateway.core.pipeline import InferenceCore
+from infergate.gateway.servicers.admin import AdminServicer
 from infergate.gateway.servicers.inference import InferenceServicer
 from infergate.gateway.servicers.observe import InferenceObserver
+from infergate.protocol import admin_pb2_grpc as apb_grpc
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import inference_pb2_grpc as pb_grpc
 from infergate.settings import Settings
@@ -65,26 +71,37 @@ class GatewayServer:
         self.metrics.watch(self.core.snapshot)
         self.core.attach_telemetry(self.tracing.tracer, self.metrics)
         self.metrics_port = 0
+        self.admin = ModelAdmin(
+            self.core, settings.model_repository, settings.max_artifact_mb * _MB
+        )
+        auth = AuthPolicy.from_settings(settings)
+        self._credentials = tls.server_credentials(settings)
+        if auth.admin_tokens and self._credentials is None and not is_loopback(settings.host):
+            log.warning("admin tokens travel in clear text: give the listener --tls-cert/--tls-key")
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
+            interceptors=[AuthInterceptor(auth)],
             options=[
                 ("grpc.max_receive_message_length", settings.max_receive_message_mb * _MB),
                 ("grpc.max_send_message_length", settings.max_send_message_mb * _MB),
                 # Port 0 or a taken port must fail loudly, not share with another process.
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(
                 self.core,
                 lambda: self._ready,
                 InferenceObserver(self.tracing, self.metrics, self.core.registry.__contains__),
+                admin=self.admin,
             ),
             self._server,
         )
+        apb_grpc.add_ModelAdminServicer_to_server(AdminServicer(self.admin), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
-            (INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+            (INFERENCE_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self._server,
         )
         self.port = 0
         self._stopped = asyncio.Event()
@@ -100,7 +117,10 @@ class GatewayServer:
     async def start(self) -> None:
         """Bind, start answering (not ready yet), load the repository, then be ready."""
         try:
-            self.port = self._server.add_insecure_port(self.settings.address)
+            if self._credentials is None:
+                self.port = self._server.add_insecure_port(self.settings.address)
+            else:
+                self.port = self._server.add_secure_port(self.settings.address, self._credentials)
         except RuntimeError as exc:
             raise RuntimeError(f"cannot listen on {self.settings.address}: {exc}") from exc
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -117,6 +137,9 @@ class GatewayServer:
         await self._server.start()
         log.info("infergate listening on %s", self.address)
         if self.settings.model_repository is not None:
+            # Before loading: a registration a crash cut short must not be seen.
+            for done in await asyncio.to_thread(store.recover, self.settings.model_repository):
+                log.warning("repository recovery: %s", done)
             await self.core.load_repository(self.settings.model_repository)
         self._ready = True
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -137,6 +160,7 @@ class GatewayServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         await self._server.stop(grace)
+        await self.admin.aclose()
         await self.core.aclose()
         self.metrics.close()
         # Flushing the exporter may wait on the network: keep it off the event loop.

@@ -18,6 +18,11 @@ _CODES: tuple[tuple[type[errors.GatewayError], grpc.StatusCode], ...] = (
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.ArtifactTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    # A corrupted upload: the client may retry it as it is, unlike INVALID_ARGUMENT.
+    (errors.ChecksumMismatch, grpc.StatusCode.DATA_LOSS),
+    (errors.PreconditionFailed, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
 

@@ -47,6 +47,9 @@ class GRPCInferenceServiceStub:
     ModelConfig: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ModelConfigRequest, _inference_pb2.ModelConfigResponse]
     ModelStatistics: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ModelStatisticsRequest, _inference_pb2.ModelStatisticsResponse]
     RepositoryIndex: _grpc.UnaryUnaryMultiCallable[_inference_pb2.RepositoryIndexRequest, _inference_pb2.RepositoryIndexResponse]
+    RepositoryModelLoad: _grpc.UnaryUnaryMultiCallable[_inference_pb2.RepositoryModelLoadRequest, _inference_pb2.RepositoryModelLoadResponse]
+    """Model control; both need the admin token (docs/admin.md)."""
+    RepositoryModelUnload: _grpc.UnaryUnaryMultiCallable[_inference_pb2.RepositoryModelUnloadRequest, _inference_pb2.RepositoryModelUnloadResponse]
 
 @_typing.type_check_only
 class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
@@ -61,6 +64,9 @@ class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
     ModelConfig: _aio.UnaryUnaryMultiCallable[_inference_pb2.ModelConfigRequest, _inference_pb2.ModelConfigResponse]  # type: ignore[assignment]
     ModelStatistics: _aio.UnaryUnaryMultiCallable[_inference_pb2.ModelStatisticsRequest, _inference_pb2.ModelStatisticsResponse]  # type: ignore[assignment]
     RepositoryIndex: _aio.UnaryUnaryMultiCallable[_inference_pb2.RepositoryIndexRequest, _inference_pb2.RepositoryIndexResponse]  # type: ignore[assignment]
+    RepositoryModelLoad: _aio.UnaryUnaryMultiCallable[_inference_pb2.RepositoryModelLoadRequest, _inference_pb2.RepositoryModelLoadResponse]  # type: ignore[assignment]
+    """Model control; both need the admin token (docs/admin.md)."""
+    RepositoryModelUnload: _aio.UnaryUnaryMultiCallable[_inference_pb2.RepositoryModelUnloadRequest, _inference_pb2.RepositoryModelUnloadResponse]  # type: ignore[assignment]
 
 class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -132,5 +138,20 @@ class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inference_pb2.RepositoryIndexRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.RepositoryIndexResponse, _abc.Awaitable[_inference_pb2.RepositoryIndexResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RepositoryModelLoad(
+        self,
+        request: _inference_pb2.RepositoryModelLoadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.RepositoryModelLoadResponse, _abc.Awaitable[_inference_pb2.RepositoryModelLoadResponse]]:
+        """Model control; both need the admin token (docs/admin.md)."""
+
+    @_abc_1.abstractmethod
+    def RepositoryModelUnload(
+        self,
+        request: _inference_pb2.RepositoryModelUnloadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.RepositoryModelUnloadResponse, _abc.Awaitable[_inference_pb2.RepositoryModelUnloadResponse]]: ...
 
 def add_GRPCInferenceServiceServicer_to_server(servicer: GRPCInferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

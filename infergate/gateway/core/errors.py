@@ -54,3 +54,19 @@ class PermissionDenied(GatewayError):
 
 class Unavailable(GatewayError):
     """The gateway is shutting down or no backend can take the work."""
+
+
+class AlreadyExists(GatewayError):
+    """What the call would create exists already (a model version is never overwritten)."""
+
+
+class ArtifactTooLarge(GatewayError):
+    """An uploaded artifact is larger than the gateway accepts (--max-artifact-mb)."""
+
+
+class ChecksumMismatch(GatewayError):
+    """An uploaded artifact's bytes do not match the SHA-256 announced for it."""
+
+
+class PreconditionFailed(GatewayError):
+    """The call cannot run in the gateway's present configuration or state."""

@@ -17,8 +17,8 @@ from pathlib import Path
 from opentelemetry import trace
 
 from infergate.backends.base import Backend, BackendOptions
-from infergate.gateway.core.cache import ResponseCache, cache_key
 from infergate.gateway.core.batching import policy_from_config
+from infergate.gateway.core.cache import ResponseCache, cache_key
 from infergate.gateway.core.errors import GatewayError, InvalidInput, ModelLoadError
 from infergate.gateway.core.loader import load_model
 from infergate.gateway.core.model import ModelVersion

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator, Callable
 
 from infergate import __version__
 from infergate.gateway import convert
-from infergate.gateway.core.errors import GatewayError, ModelNotFound
+from infergate.gateway.core.admin import ModelAdmin
+from infergate.gateway.core.errors import GatewayError, ModelNotFound, PreconditionFailed
 from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.core.registry import ModelState
+from infergate.gateway.servicers import admin as model_control
 from infergate.gateway.servicers.errors import Context, grpc_errors
 from infergate.gateway.servicers.observe import InferenceObserver
 from infergate.protocol import inference_pb2 as pb
@@ -27,11 +29,16 @@ STREAM_IN_FLIGHT = 256
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(
-        self, core: InferenceCore, is_ready: Callable[[], bool], observer: InferenceObserver
+        self,
+        core: InferenceCore,
+        is_ready: Callable[[], bool],
+        observer: InferenceObserver,
+        admin: ModelAdmin | None = None,
     ) -> None:
         self._core = core
         self._is_ready = is_ready
         self._observer = observer
+        self._admin = admin  # model control (Repository*); None: not offered
 
     # ---- health and metadata -------------------------------------------------
 
@@ -175,6 +182,25 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if request.ready:
             rows = [r for r in rows if r.state == ModelState.READY.value]
         return convert.repository_index(rows)
+
+    @grpc_errors
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Context
+    ) -> pb.RepositoryModelLoadResponse:
+        await model_control.repository_load(self._model_control(), request)
+        return pb.RepositoryModelLoadResponse()
+
+    @grpc_errors
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Context
+    ) -> pb.RepositoryModelUnloadResponse:
+        await model_control.repository_unload(self._model_control(), request)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _model_control(self) -> ModelAdmin:
+        if self._admin is None:
+            raise PreconditionFailed("model control is not enabled on this gateway")
+        return self._admin
 
 
 def _stream_error(message: pb.ModelInferRequest, error: str) -> pb.ModelStreamInferResponse:

@@ -1,0 +1,364 @@
+"""`infergate models ...`: register, list, describe, update and unregister models on a
+running gateway over its admin RPC.
+
+Exit status: 0 done; 1 the gateway refused or failed the call (the message gives its
+gRPC status); 2 bad usage or an unreadable local file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+from google.protobuf import json_format
+
+from infergate.clients.admin import AdminClient, AdminError, batching
+from infergate.gateway.core.errors import ModelLoadError
+from infergate.gateway.core.repository import parse_config
+from infergate.protocol import admin_pb2 as apb
+from infergate.protocol import model_config_pb2 as mc
+
+TOKEN_VARIABLE = "INFERGATE_ADMIN_TOKEN"
+# Artifact names the backends look for, by the flag that uploads them.
+_ARTIFACT_FLAGS = {"onnx": "model.onnx", "tflite": "model.tflite"}
+
+
+class UsageError(Exception):
+    """Bad arguments or unreadable local files (exit status 2)."""
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `models` and its subcommands to the `infergate` parser."""
+    models = sub.add_parser("models", help="register, list, update, remove models (admin RPC)")
+    commands = models.add_subparsers(dest="models_command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default="127.0.0.1:8001", help="gateway address host:port")
+    common.add_argument(
+        "--token", help=f"admin token (default: ${TOKEN_VARIABLE}; visible in ps, prefer it)"
+    )
+    common.add_argument("--token-file", type=Path, help="read the admin token from this file")
+    common.add_argument("--tls-ca", type=Path, help="CA certificate (PEM): connect over TLS")
+    common.add_argument("--tls-cert", type=Path, help="client certificate (PEM), for mutual TLS")
+    common.add_argument("--tls-key", type=Path, help="client key (PEM), for mutual TLS")
+    common.add_argument("--timeout-s", type=float, default=60.0, help="per call (not uploads)")
+
+    register = commands.add_parser("register", parents=[common], help="upload a model version")
+    register.add_argument("name")
+    register.add_argument("--onnx", type=Path, help="ONNX file, uploaded as model.onnx")
+    register.add_argument("--tflite", type=Path, help="TFLite file, uploaded as model.tflite")
+    register.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="any other artifact (e.g. model.xml=ir.xml); repeat for each",
+    )
+    register.add_argument("--config", type=Path, help="config.pbtxt for the model")
+    register.add_argument("--version", default="", help="version number (default: the next)")
+    register.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    register.set_defaults(run=run, command_run=_register)
+
+    listing = commands.add_parser("list", parents=[common], help="models and their state")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=run, command_run=_list)
+
+    describe = commands.add_parser("describe", parents=[common], help="one model in detail")
+    describe.add_argument("name")
+    describe.add_argument("--json", action="store_true")
+    describe.set_defaults(run=run, command_run=_describe)
+
+    update = commands.add_parser(
+        "update", parents=[common], help="change batching, cache or routing live"
+    )
+    update.add_argument("name")
+    update.add_argument("--max-queue-delay-us", type=int)
+    update.add_argument("--max-batch-size", type=int)
+    update.add_argument("--preferred-batch-size", type=int, nargs="+", metavar="N")
+    update.add_argument("--max-queue-size", type=int, help="0: unbounded")
+    update.add_argument(
+        "--batching", action=argparse.BooleanOptionalAction, help="dynamic batching on or off"
+    )
+    update.add_argument("--cache", action=argparse.BooleanOptionalAction, help="response cache")
+    update.add_argument("--cache-ttl-ms", type=int, help="0: entries never expire")
+    update.add_argument("--routing-policy", help="latency, fixed, round_robin, cost")
+    update.add_argument("--fixed-arm", help="for --routing-policy fixed: backend or arm name")
+    update.set_defaults(run=run, command_run=_update)
+
+    unregister = commands.add_parser(
+        "unregister", parents=[common], help="stop serving a model and remove its files"
+    )
+    unregister.add_argument("name")
+    unregister.add_argument("--keep-files", action="store_true", help="keep it on disk")
+    unregister.set_defaults(run=run, command_run=_unregister)
+
+
+# ---- commands ---------------------------------------------------------------------------
+
+
+def _register(args: argparse.Namespace) -> int:
+    files = _artifact_files(args)
+    config = _read_config(args.config) if args.config else None
+    progress = None if args.no_progress else ProgressBar(sys.stderr)
+    with _client(args) as admin:
+        response = admin.register(args.name, files, config, args.version, progress)
+    if progress is not None:
+        progress.close()
+    print(
+        f"registered {response.name} version {response.version} on {response.backend} "
+        f"({response.device}) in {response.load_ms:.0f} ms"
+        + (
+            f"; replaced version {', '.join(response.replaced_versions)}"
+            if response.replaced_versions
+            else ""
+        )
+    )
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    with _client(args) as admin:
+        models = admin.list_models()
+    if args.json:
+        print(
+            json_format.MessageToJson(
+                apb.ListModelsResponse(models=models), preserving_proto_field_name=True
+            )
+        )
+        return 0
+    rows = [("NAME", "STATE", "VERSION", "ON DISK", "BACKEND", "DEVICE", "REASON")]
+    rows += [
+        (
+            m.name,
+            m.state,
+            m.serving_version or "-",
+            ",".join(m.versions) or "-",
+            m.backend or "-",
+            m.device or "-",
+            m.reason,
+        )
+        for m in models
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:6], widths, strict=True)) + "  " + r[6])
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    with _client(args) as admin:
+        described = admin.describe(args.name)
+    if args.json:
+        print(json_format.MessageToJson(described, preserving_proto_field_name=True))
+    else:
+        print(format_description(described))
+    return 0
+
+
+def _update(args: argparse.Namespace) -> int:
+    update = batching(
+        max_queue_delay_us=args.max_queue_delay_us,
+        max_batch_size=args.max_batch_size,
+        preferred_batch_sizes=args.preferred_batch_size,
+        max_queue_size=args.max_queue_size,
+        enabled=args.batching,
+        cache=args.cache,
+        cache_ttl_ms=args.cache_ttl_ms,
+        routing_policy=args.routing_policy,
+        fixed_arm=args.fixed_arm,
+    )
+    if not update.paths:
+        raise UsageError("nothing to update: give at least one setting (see --help)")
+    with _client(args) as admin:
+        config = admin.update(args.name, update)
+    print(f"updated {args.name}: {', '.join(update.paths)}")
+    print(_settings_line(config))
+    return 0
+
+
+def _unregister(args: argparse.Namespace) -> int:
+    with _client(args) as admin:
+        response = admin.unregister(args.name, keep_files=args.keep_files)
+    versions = ", ".join(response.versions) or "none serving"
+    files = "files removed" if response.files_removed else "files kept"
+    print(f"unregistered {args.name} (versions: {versions}; {files})")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a `models` subcommand, turning failures into messages and exit codes."""
+    try:
+        return int(args.command_run(args))
+    except UsageError as exc:
+        print(f"infergate: {exc}", file=sys.stderr)
+        return 2
+    except AdminError as exc:
+        print(f"infergate: {exc.code.name}: {exc.message}", file=sys.stderr)
+        if exc.code is grpc.StatusCode.UNAUTHENTICATED:
+            print(
+                f"infergate: give the admin token with --token or ${TOKEN_VARIABLE}",
+                file=sys.stderr,
+            )
+        return 1
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def _artifact_files(args: argparse.Namespace) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for flag, filename in _ARTIFACT_FLAGS.items():
+        path = getattr(args, flag)
+        if path is not None:
+            files[filename] = path
+    for item in args.file:
+        filename, sep, path = item.partition("=")
+        if not sep or not filename or not path:
+            raise UsageError(f"--file wants NAME=PATH, got {item!r}")
+        files[filename] = Path(path)
+    if not files:
+        raise UsageError("nothing to upload: give --onnx, --tflite or --file NAME=PATH")
+    for filename, path in files.items():
+        if not path.is_file():
+            raise UsageError(f"{filename}: {path} is not a readable file")
+    return files
+
+
+def _read_config(path: Path) -> mc.ModelConfig:
+    try:
+        return parse_config(path.read_text(), str(path))
+    except (OSError, ModelLoadError) as exc:
+        raise UsageError(f"cannot use the config {path}: {exc}") from exc
+
+
+def _client(args: argparse.Namespace) -> AdminClient:
+    token = args.token or os.environ.get(TOKEN_VARIABLE) or None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read the token file: {exc}") from exc
+    credentials = None
+    if args.tls_ca or args.tls_cert or args.tls_key:
+        if bool(args.tls_cert) != bool(args.tls_key):
+            raise UsageError("--tls-cert and --tls-key go together")
+        try:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=args.tls_ca.read_bytes() if args.tls_ca else None,
+                private_key=args.tls_key.read_bytes() if args.tls_key else None,
+                certificate_chain=args.tls_cert.read_bytes() if args.tls_cert else None,
+            )
+        except OSError as exc:
+            raise UsageError(f"cannot read a TLS file: {exc}") from exc
+    return AdminClient(args.url, token, credentials=credentials, timeout_s=args.timeout_s)
+
+
+def _settings_line(config: mc.ModelConfig) -> str:
+    parts = [f"max_batch_size {config.max_batch_size}"]
+    if config.HasField("dynamic_batching"):
+        b = config.dynamic_batching
+        parts.append(f"batching on (delay {b.max_queue_delay_microseconds} us")
+        if b.preferred_batch_size:
+            parts[-1] += f", preferred {list(b.preferred_batch_size)}"
+        if b.default_queue_policy.max_queue_size:
+            parts[-1] += f", max queue {b.default_queue_policy.max_queue_size}"
+        parts[-1] += ")"
+    else:
+        parts.append("batching off")
+    cache = "on" if config.response_cache.enable else "off"
+    if config.response_cache.enable and config.response_cache_ttl_ms:
+        cache += f" (ttl {config.response_cache_ttl_ms} ms)"
+    parts.append(f"cache {cache}")
+    if config.routing.policy:
+        parts.append(f"routing {config.routing.policy}")
+    return "; ".join(parts)
+
+
+def format_description(d: apb.DescribeModelResponse) -> str:
+    lines = [f"{d.name}: {d.state}" + (f" ({d.reason})" if d.reason else "")]
+    lines.append(f"  serving version: {d.serving_version or '-'}")
+    lines.append(f"  settings: {_settings_line(d.config)}")
+    for v in d.versions:
+        lines.append(f"  version {v.version}: {v.state}" + (f" ({v.reason})" if v.reason else ""))
+        for a in v.artifacts:
+            lines.append(f"    {a.filename}  {a.size} bytes  sha256 {a.sha256}")
+        for arm in v.arms:
+            lat = arm.latency
+            lines.append(
+                f"    arm {arm.name}: {lat.batches} batches, mean {lat.mean_batch_ms:.2f} ms, "
+                f"{lat.mean_rows_per_batch:.1f} rows/batch"
+            )
+        if v.state == "READY":
+            s, c = v.statistics, v.cache
+            lines.append(
+                f"    queue: {v.queue.depth} waiting, {v.queue.inflight_batches} batches running"
+            )
+            lines.append(
+                f"    requests: {s.success} ok, {s.fail} failed; {s.inference_count} rows in "
+                f"{s.execution_count} batches; mean queue {s.mean_queue_ms:.2f} ms, "
+                f"compute {s.mean_compute_ms:.2f} ms"
+            )
+            lines.append(
+                f"    cache: {'on' if c.enabled else 'off'}, {c.hits} hits, {c.misses} misses "
+                f"({c.hit_ratio:.0%})"
+            )
+    sc = d.shared_cache
+    lines.append(
+        f"  shared cache: {sc.entries} entries, {sc.bytes / 1e6:.1f} of "
+        f"{sc.max_bytes / 1e6:.0f} MB, hit ratio {sc.hit_ratio:.0%}"
+    )
+    return "\n".join(lines)
+
+
+class ProgressBar:
+    """Upload progress on a terminal: one line redrawn in place, percentage and MB/s.
+
+    Not on a terminal (a log file, CI), a line per 25% of a large file instead.
+    """
+
+    WIDTH = 24
+    REDRAW_S = 0.1
+    LARGE_BYTES = 8 * 1024 * 1024
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._started = 0.0
+        self._drawn = 0.0
+        self._quarter = -1
+
+    def __call__(self, filename: str, sent: int, total: int) -> None:
+        now = time.monotonic()
+        if sent == 0:
+            self._started, self._drawn, self._quarter = now, 0.0, -1
+        done = sent >= total
+        if self._tty:
+            if done or now - self._drawn >= self.REDRAW_S:
+                self._drawn = now
+                self._stream.write("\r" + self._line(filename, sent, total, now))
+                if done:
+                    self._stream.write("\n")
+        elif done:
+            self._stream.write(self._line(filename, sent, total, now) + "\n")
+        elif total >= self.LARGE_BYTES and (quarter := 4 * sent // total) > self._quarter:
+            self._quarter = quarter
+            self._stream.write(self._line(filename, sent, total, now) + "\n")
+        self._stream.flush()
+
+    def _line(self, filename: str, sent: int, total: int, now: float) -> str:
+        fraction = sent / total if total else 1.0
+        filled = int(fraction * self.WIDTH)
+        elapsed = max(now - self._started, 1e-6)
+        return (
+            f"uploading {filename} [{'#' * filled}{'.' * (self.WIDTH - filled)}] "
+            f"{fraction:4.0%} {sent / 1e6:.1f}/{total / 1e6:.1f} MB "
+            f"{sent / 1e6 / elapsed:.1f} MB/s"
+        )
+
+    def close(self) -> None:
+        self._stream.flush()

@@ -1,0 +1,247 @@
+"""Conversion between the model-control messages and the core's admin types.
+
+The admin RPC (admin.proto) and Triton's RepositoryModelLoad parameters both
+become core Registrations and ModelViews here, so the servicers stay thin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from google.protobuf import json_format
+
+from infergate.gateway.core import store
+from infergate.gateway.core.admin import ModelView, Registered, Registration
+from infergate.gateway.core.cache import ResponseCache
+from infergate.gateway.core.errors import InvalidInput
+from infergate.gateway.core.model import ModelVersion
+from infergate.gateway.core.stats import Duration, ModelStats
+from infergate.gateway.core.upload import ArtifactSpec, check_filename
+from infergate.protocol import admin_pb2 as apb
+from infergate.protocol import inference_pb2 as pb
+from infergate.protocol import model_config_pb2 as mc
+
+log = logging.getLogger(__name__)
+
+# Triton's load parameters (PROTOCOL.md, "Repository").
+CONFIG_PARAMETER = "config"
+FILE_PREFIX = "file:"
+
+# ---- registration ------------------------------------------------------------------
+
+
+def registration(header: apb.RegisterModelHeader) -> Registration:
+    return Registration(
+        name=header.name,
+        config=header.config if header.HasField("config") else None,
+        version=header.version,
+        artifacts=tuple(
+            ArtifactSpec(a.filename, a.sha256.lower(), a.size) for a in header.artifacts
+        ),
+    )
+
+
+def registered(result: Registered) -> apb.RegisterModelResponse:
+    model = result.model
+    return apb.RegisterModelResponse(
+        name=model.name,
+        version=model.version,
+        backend=model.backend,
+        device=model.runtime.device,
+        load_ms=result.load_s * 1e3,
+        replaced_versions=list(result.replaced),
+    )
+
+
+# ---- Triton's RepositoryModelLoad --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TritonLoad:
+    """What a RepositoryModelLoad asks for: a reload (no files) or a new version."""
+
+    config: mc.ModelConfig | None
+    version: str
+    files: dict[str, bytes]
+
+    def registration(self, name: str) -> Registration:
+        artifacts = tuple(
+            ArtifactSpec(filename, hashlib.sha256(data).hexdigest(), len(data))
+            for filename, data in self.files.items()
+        )
+        return Registration(name, self.config, self.version, artifacts)
+
+
+def triton_load(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> TritonLoad:
+    config: mc.ModelConfig | None = None
+    versions: set[str] = set()
+    files: dict[str, bytes] = {}
+    for key, value in parameters.items():
+        kind = value.WhichOneof("parameter_choice")
+        if key == CONFIG_PARAMETER:
+            if kind != "string_param":
+                raise InvalidInput("load parameter 'config' must be a string (ModelConfig JSON)")
+            config = _config_from_json(value.string_param)
+        elif key.startswith(FILE_PREFIX):
+            if kind != "bytes_param":
+                raise InvalidInput(f"load parameter '{key}' must carry the file's bytes")
+            version, filename = _file_path(key)
+            store.check_version(version)
+            check_filename(filename)
+            versions.add(version)
+            files[filename] = value.bytes_param
+        else:
+            raise InvalidInput(
+                f"unknown load parameter '{key}'; expected '{CONFIG_PARAMETER}' and "
+                f"'{FILE_PREFIX}<version>/<filename>'"
+            )
+    if files and config is None:
+        raise InvalidInput("a load with files needs the model's config in the 'config' parameter")
+    if len(versions) > 1:
+        raise InvalidInput(f"a load may carry one version's files, got versions {sorted(versions)}")
+    return TritonLoad(config, versions.pop() if versions else "", files)
+
+
+def _file_path(key: str) -> tuple[str, str]:
+    parts = key[len(FILE_PREFIX) :].split("/")
+    if len(parts) != 2:
+        raise InvalidInput(
+            f"load parameter '{key}': expected '{FILE_PREFIX}<version>/<filename>' "
+            "(a file directly in a version folder)"
+        )
+    return parts[0], parts[1]
+
+
+def _config_from_json(text: str) -> mc.ModelConfig:
+    config = mc.ModelConfig()
+    try:
+        json_format.Parse(text, config)
+        return config
+    except json_format.ParseError as strict_error:
+        config = mc.ModelConfig()
+        try:
+            # A Triton config may carry fields infergate does not have: skip them, as
+            # the repository reader does for config.pbtxt.
+            json_format.Parse(text, config, ignore_unknown_fields=True)
+        except json_format.ParseError as exc:
+            raise InvalidInput(f"load parameter 'config' is not a ModelConfig: {exc}") from exc
+        log.warning("load config: ignoring what infergate does not support: %s", strict_error)
+        return config
+
+
+# ---- listing and description ---------------------------------------------------------
+
+
+def summary(view: ModelView) -> apb.ModelSummary:
+    message = apb.ModelSummary(
+        name=view.name, state=view.state, reason=view.reason, versions=list(view.on_disk)
+    )
+    if view.serving:
+        newest = view.serving[-1]
+        message.serving_version = newest.version
+        message.backend = newest.backend
+        message.device = newest.runtime.device
+    return message
+
+
+def description(
+    view: ModelView, artifacts: Mapping[str, list[ArtifactSpec]], cache: ResponseCache
+) -> apb.DescribeModelResponse:
+    response = apb.DescribeModelResponse(name=view.name, state=view.state, reason=view.reason)
+    serving = {m.version: m for m in view.serving}
+    if view.serving:
+        response.serving_version = view.serving[-1].version
+        response.config.CopyFrom(view.serving[-1].config)
+    elif view.disk_config is not None:
+        response.config.CopyFrom(view.disk_config)
+    for version in sorted(set(view.on_disk) | set(serving), key=_version_key):
+        described = response.versions.add(version=version)
+        for artifact in artifacts.get(version, ()):
+            described.artifacts.add(
+                filename=artifact.filename, sha256=artifact.sha256, size=artifact.size
+            )
+        model = serving.get(version)
+        if model is not None:
+            described.state = "READY"
+            _describe_serving(described, model)
+        else:
+            described.state = "UNAVAILABLE"
+            described.reason = (
+                f"not served: version {response.serving_version} serves (the newest one)"
+                if view.serving
+                else view.reason
+            )
+    counters = cache.counters
+    response.shared_cache.CopyFrom(
+        apb.SharedCache(
+            entries=len(cache),
+            bytes=cache.current_bytes,
+            max_bytes=cache.max_bytes,
+            hits=counters.hits,
+            misses=counters.misses,
+            evictions=counters.evictions,
+            hit_ratio=_ratio(counters.hits, counters.hits + counters.misses),
+        )
+    )
+    return response
+
+
+def _describe_serving(described: apb.VersionDescription, model: ModelVersion) -> None:
+    stats = model.stats
+    # One arm per model until routing adds more: the backend and device it loaded on.
+    # Latency figures are the version's measured batch times.
+    device = model.runtime.device
+    infer_ns = sum(b.compute_infer.ns for b in stats.batches.values())
+    described.arms.add(
+        name=f"{model.backend}/{device}",
+        backend=model.backend,
+        device=device,
+        latency=apb.LatencyFigures(
+            batches=stats.execution_count,
+            mean_batch_ms=_mean_ms(Duration(stats.execution_count, infer_ns)),
+            mean_rows_per_batch=_ratio(stats.inference_count, stats.execution_count),
+        ),
+    )
+    queue = model.queue
+    described.queue.CopyFrom(apb.QueueState(depth=queue.depth, inflight_batches=queue.inflight))
+    config = model.config
+    hits, misses = stats.cache_hit.count, stats.cache_miss.count
+    described.cache.CopyFrom(
+        apb.CacheState(
+            enabled=config.response_cache.enable,
+            ttl_ms=config.response_cache_ttl_ms,
+            hits=hits,
+            misses=misses,
+            hit_ratio=_ratio(hits, hits + misses),
+        )
+    )
+    described.statistics.CopyFrom(_statistics(stats))
+
+
+def _statistics(stats: ModelStats) -> apb.VersionStatistics:
+    compute_ns = stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns
+    return apb.VersionStatistics(
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        success=stats.success.count,
+        fail=stats.fail.count,
+        last_inference_ms=stats.last_inference_ms,
+        mean_queue_ms=_mean_ms(stats.queue),
+        mean_compute_ms=_mean_ms(Duration(stats.compute_infer.count, compute_ns)),
+        batch_sizes={size: b.compute_infer.count for size, b in stats.batches.items()},
+    )
+
+
+def _mean_ms(duration: Duration) -> float:
+    return duration.ns / duration.count / 1e6 if duration.count else 0.0
+
+
+def _ratio(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
+def _version_key(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (-1, version)

@@ -1,0 +1,98 @@
+"""infergate.admin.v1.ModelAdmin, and Triton's RepositoryModelLoad/Unload: thin handlers
+over the core's ModelAdmin. Authentication happens before these run (gateway/auth.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from infergate.gateway import convert_admin
+from infergate.gateway.core.admin import ModelAdmin
+from infergate.gateway.core.errors import InvalidInput
+from infergate.gateway.servicers.errors import Context, grpc_errors
+from infergate.protocol import admin_pb2 as apb
+from infergate.protocol import admin_pb2_grpc as apb_grpc
+from infergate.protocol import inference_pb2 as pb
+
+
+class AdminServicer(apb_grpc.ModelAdminServicer):
+    def __init__(self, admin: ModelAdmin) -> None:
+        self._admin = admin
+
+    @grpc_errors
+    async def RegisterModel(
+        self, request_iterator: AsyncIterator[apb.RegisterModelRequest], context: Context
+    ) -> apb.RegisterModelResponse:
+        first = await anext(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidInput(
+                "RegisterModel: the first message must be the header (name, config, "
+                "artifacts), then the artifacts' chunks"
+            )
+        registration = convert_admin.registration(first.header)
+        result = await self._admin.register(registration, _chunks(request_iterator))
+        return convert_admin.registered(result)
+
+    @grpc_errors
+    async def UpdateModelConfig(
+        self, request: apb.UpdateModelConfigRequest, context: Context
+    ) -> apb.UpdateModelConfigResponse:
+        config = await self._admin.update_config(
+            request.name, request.config, list(request.update_mask.paths)
+        )
+        return apb.UpdateModelConfigResponse(config=config)
+
+    @grpc_errors
+    async def UnregisterModel(
+        self, request: apb.UnregisterModelRequest, context: Context
+    ) -> apb.UnregisterModelResponse:
+        result = await self._admin.unregister(request.name, keep_files=request.keep_files)
+        return apb.UnregisterModelResponse(
+            versions=list(result.versions), files_removed=result.files_removed
+        )
+
+    @grpc_errors
+    async def ListModels(
+        self, request: apb.ListModelsRequest, context: Context
+    ) -> apb.ListModelsResponse:
+        views = await self._admin.models()
+        return apb.ListModelsResponse(models=[convert_admin.summary(v) for v in views])
+
+    @grpc_errors
+    async def DescribeModel(
+        self, request: apb.DescribeModelRequest, context: Context
+    ) -> apb.DescribeModelResponse:
+        view, artifacts = await self._admin.describe(request.name)
+        return convert_admin.description(view, artifacts, self._admin.core.cache)
+
+
+async def _chunks(
+    messages: AsyncIterator[apb.RegisterModelRequest],
+) -> AsyncIterator[tuple[str, bytes]]:
+    async for message in messages:
+        if message.WhichOneof("part") != "chunk":
+            raise InvalidInput("RegisterModel: only the first message may be a header")
+        yield message.chunk.filename, message.chunk.data
+
+
+# ---- Triton's model control (called from InferenceServicer) ----------------------------
+
+
+async def repository_load(admin: ModelAdmin, request: pb.RepositoryModelLoadRequest) -> None:
+    """Files: register them as a new version. No files: reload from the repository."""
+    load = convert_admin.triton_load(request.parameters)
+    if load.files:
+        registration = load.registration(request.model_name)
+
+        async def chunks() -> AsyncIterator[tuple[str, bytes]]:
+            for filename, data in load.files.items():
+                yield filename, data
+
+        await admin.register(registration, chunks())
+    else:
+        await admin.reload(request.model_name, load.config)
+
+
+async def repository_unload(admin: ModelAdmin, request: pb.RepositoryModelUnloadRequest) -> None:
+    """Triton's unload stops serving and keeps the files (a later load brings it back)."""
+    await admin.unregister(request.model_name, keep_files=True)

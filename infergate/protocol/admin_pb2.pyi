@@ -1,0 +1,258 @@
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
+from . import model_config_pb2 as _model_config_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Artifact(_message.Message):
+    __slots__ = ("filename", "sha256", "size")
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    filename: str
+    sha256: str
+    size: int
+    def __init__(self, filename: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class RegisterModelHeader(_message.Message):
+    __slots__ = ("name", "config", "version", "artifacts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    config: _model_config_pb2.ModelConfig
+    version: str
+    artifacts: _containers.RepeatedCompositeFieldContainer[Artifact]
+    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ..., version: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ...) -> None: ...
+
+class ArtifactChunk(_message.Message):
+    __slots__ = ("filename", "data")
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    filename: str
+    data: bytes
+    def __init__(self, filename: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class RegisterModelRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: RegisterModelHeader
+    chunk: ArtifactChunk
+    def __init__(self, header: _Optional[_Union[RegisterModelHeader, _Mapping]] = ..., chunk: _Optional[_Union[ArtifactChunk, _Mapping]] = ...) -> None: ...
+
+class RegisterModelResponse(_message.Message):
+    __slots__ = ("name", "version", "backend", "device", "load_ms", "replaced_versions")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    LOAD_MS_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    backend: str
+    device: str
+    load_ms: float
+    replaced_versions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., load_ms: _Optional[float] = ..., replaced_versions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpdateModelConfigRequest(_message.Message):
+    __slots__ = ("name", "config", "update_mask")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    config: _model_config_pb2.ModelConfig
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateModelConfigResponse(_message.Message):
+    __slots__ = ("config",)
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    config: _model_config_pb2.ModelConfig
+    def __init__(self, config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ...) -> None: ...
+
+class UnregisterModelRequest(_message.Message):
+    __slots__ = ("name", "keep_files")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FILES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    keep_files: bool
+    def __init__(self, name: _Optional[str] = ..., keep_files: _Optional[bool] = ...) -> None: ...
+
+class UnregisterModelResponse(_message.Message):
+    __slots__ = ("versions", "files_removed")
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    FILES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedScalarFieldContainer[str]
+    files_removed: bool
+    def __init__(self, versions: _Optional[_Iterable[str]] = ..., files_removed: _Optional[bool] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelSummary(_message.Message):
+    __slots__ = ("name", "state", "reason", "serving_version", "versions", "backend", "device")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SERVING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    reason: str
+    serving_version: str
+    versions: _containers.RepeatedScalarFieldContainer[str]
+    backend: str
+    device: str
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., serving_version: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelSummary]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ...) -> None: ...
+
+class DescribeModelRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class LatencyFigures(_message.Message):
+    __slots__ = ("batches", "mean_batch_ms", "mean_rows_per_batch")
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_BATCH_MS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ROWS_PER_BATCH_FIELD_NUMBER: _ClassVar[int]
+    batches: int
+    mean_batch_ms: float
+    mean_rows_per_batch: float
+    def __init__(self, batches: _Optional[int] = ..., mean_batch_ms: _Optional[float] = ..., mean_rows_per_batch: _Optional[float] = ...) -> None: ...
+
+class Arm(_message.Message):
+    __slots__ = ("name", "backend", "device", "variant", "latency")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    backend: str
+    device: str
+    variant: str
+    latency: LatencyFigures
+    def __init__(self, name: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., variant: _Optional[str] = ..., latency: _Optional[_Union[LatencyFigures, _Mapping]] = ...) -> None: ...
+
+class QueueState(_message.Message):
+    __slots__ = ("depth", "inflight_batches")
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    INFLIGHT_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    depth: int
+    inflight_batches: int
+    def __init__(self, depth: _Optional[int] = ..., inflight_batches: _Optional[int] = ...) -> None: ...
+
+class CacheState(_message.Message):
+    __slots__ = ("enabled", "ttl_ms", "hits", "misses", "hit_ratio")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    HIT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    ttl_ms: int
+    hits: int
+    misses: int
+    hit_ratio: float
+    def __init__(self, enabled: _Optional[bool] = ..., ttl_ms: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., hit_ratio: _Optional[float] = ...) -> None: ...
+
+class VersionStatistics(_message.Message):
+    __slots__ = ("inference_count", "execution_count", "success", "fail", "last_inference_ms", "mean_queue_ms", "mean_compute_ms", "batch_sizes")
+    class BatchSizesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    INFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    FAIL_FIELD_NUMBER: _ClassVar[int]
+    LAST_INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZES_FIELD_NUMBER: _ClassVar[int]
+    inference_count: int
+    execution_count: int
+    success: int
+    fail: int
+    last_inference_ms: int
+    mean_queue_ms: float
+    mean_compute_ms: float
+    batch_sizes: _containers.ScalarMap[int, int]
+    def __init__(self, inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., success: _Optional[int] = ..., fail: _Optional[int] = ..., last_inference_ms: _Optional[int] = ..., mean_queue_ms: _Optional[float] = ..., mean_compute_ms: _Optional[float] = ..., batch_sizes: _Optional[_Mapping[int, int]] = ...) -> None: ...
+
+class VersionDescription(_message.Message):
+    __slots__ = ("version", "state", "reason", "artifacts", "arms", "queue", "cache", "statistics")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    state: str
+    reason: str
+    artifacts: _containers.RepeatedCompositeFieldContainer[Artifact]
+    arms: _containers.RepeatedCompositeFieldContainer[Arm]
+    queue: QueueState
+    cache: CacheState
+    statistics: VersionStatistics
+    def __init__(self, version: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., queue: _Optional[_Union[QueueState, _Mapping]] = ..., cache: _Optional[_Union[CacheState, _Mapping]] = ..., statistics: _Optional[_Union[VersionStatistics, _Mapping]] = ...) -> None: ...
+
+class SharedCache(_message.Message):
+    __slots__ = ("entries", "bytes", "max_bytes", "hits", "misses", "evictions", "hit_ratio")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    HIT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    entries: int
+    bytes: int
+    max_bytes: int
+    hits: int
+    misses: int
+    evictions: int
+    hit_ratio: float
+    def __init__(self, entries: _Optional[int] = ..., bytes: _Optional[int] = ..., max_bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., evictions: _Optional[int] = ..., hit_ratio: _Optional[float] = ...) -> None: ...
+
+class DescribeModelResponse(_message.Message):
+    __slots__ = ("name", "state", "reason", "serving_version", "config", "versions", "shared_cache")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SERVING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_CACHE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    reason: str
+    serving_version: str
+    config: _model_config_pb2.ModelConfig
+    versions: _containers.RepeatedCompositeFieldContainer[VersionDescription]
+    shared_cache: SharedCache
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., serving_version: _Optional[str] = ..., config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionDescription, _Mapping]]] = ..., shared_cache: _Optional[_Union[SharedCache, _Mapping]] = ...) -> None: ...
