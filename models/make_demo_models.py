@@ -21,6 +21,13 @@ Layout written for each model::
 
     <repository>/<name>/config.pbtxt     Triton ModelConfig, protobuf text format
     <repository>/<name>/1/model.onnx     opset 17, IR version 8
+    <repository>/<name>/1/model.tflite   digits and cnn: the same network and weights
+
+The TFLite files are converted from a Keras twin of each network, built on the
+very numpy arrays the ONNX file holds, and checked against the ONNX file's outputs.
+That needs tensorflow (``pip install -e '.[convert]'``); without it the ONNX
+files are still built and the TFLite ones skipped. They are committed, so that
+serving and CI need only LiteRT; TFLite conversion is deterministic too.
 
 Usage::
 
@@ -33,6 +40,10 @@ models`` cheap and does not clobber a config.pbtxt someone edited by hand.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import importlib.util
+import io
 import itertools
 import os
 import sys
@@ -40,6 +51,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -79,6 +91,8 @@ class ModelSpec:
     input_dims: tuple[int, ...]  # per-request shape, without the batch dimension
     output_dims: tuple[int, ...]
     build: Callable[[ModelSpec], onnx.ModelProto]
+    # The same network and weights as a Keras model, for model.tflite; None: no TFLite.
+    keras: Callable[[ModelSpec], Any] | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -245,9 +259,17 @@ def _digits_accuracy(
     return float(np.mean(logits.argmax(axis=1) == labels))
 
 
+@functools.cache
+def digits_weights() -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """The trained (w1, b1, w2, b2), computed once per process: the ONNX and TFLite
+    files are built from these very arrays."""
+    x_train, y_train, _, _ = load_digits_split()
+    return _train_digits_mlp(x_train, y_train)
+
+
 def build_digits(spec: ModelSpec) -> onnx.ModelProto:
-    x_train, y_train, x_test, y_test = load_digits_split()
-    weights = _train_digits_mlp(x_train, y_train)
+    _, _, x_test, y_test = load_digits_split()
+    weights = digits_weights()
     accuracy = _digits_accuracy(weights, x_test, y_test)
     w1, b1, w2, b2 = weights
 
@@ -274,21 +296,39 @@ def build_digits(spec: ModelSpec) -> onnx.ModelProto:
 CNN_SEED = 1
 
 
-def build_cnn(spec: ModelSpec) -> onnx.ModelProto:
-    rng = np.random.default_rng(CNN_SEED)
-    in_channels = spec.input_dims[0]
-    # (name, in, out) for each 3x3 conv; a 2x2 max pool follows conv2. About
-    # 29 M multiply-adds per 32x32 image against only ~230 KB of weights,
-    # which is what makes this model compute-bound.
-    convs = [("conv1", in_channels, 32), ("conv2", 32, 64), ("conv3", 64, 64)]
+# (name, out channels) for each 3x3 conv; a 2x2 max pool follows conv2. About 29 M
+# multiply-adds per 32x32 image against only ~230 KB of weights, which is what
+# makes this model compute-bound.
+CNN_CONVS = (("conv1", 32), ("conv2", 64), ("conv3", 64))
 
+
+@functools.cache
+def cnn_weights(in_channels: int, classes: int) -> dict[str, FloatArray]:
+    """Weights by ONNX initializer name (conv weights [out, in, 3, 3], fc [in, out]),
+    made once per process so that the ONNX and TFLite files share them."""
+    rng = np.random.default_rng(CNN_SEED)
+    weights: dict[str, FloatArray] = {}
+    c_in = in_channels
+    for name, c_out in CNN_CONVS:
+        weights[f"{name}.weight"] = _he_normal(rng, (c_out, c_in, 3, 3), fan_in=c_in * 9)
+        weights[f"{name}.bias"] = np.zeros(c_out, dtype=np.float32)
+        c_in = c_out
+    # Plain 1/fan_in variance for the linear head: no ReLU follows it.
+    head_w = rng.standard_normal((c_in, classes), dtype=np.float32)
+    head_w *= np.float32(np.sqrt(1.0 / c_in))
+    weights["fc.weight"] = head_w
+    weights["fc.bias"] = np.zeros(classes, dtype=np.float32)
+    return weights
+
+
+def build_cnn(spec: ModelSpec) -> onnx.ModelProto:
+    weights = cnn_weights(spec.input_dims[0], spec.output_dims[0])
     nodes: list[onnx.NodeProto] = []
     inits: list[TensorProto] = []
     current = INPUT_NAME
-    for name, c_in, c_out in convs:
+    for name, _ in CNN_CONVS:
         w_name, b_name = f"{name}.weight", f"{name}.bias"
-        weight = _he_normal(rng, (c_out, c_in, 3, 3), fan_in=c_in * 9)
-        inits += [_initializer(w_name, weight), _initializer(b_name, np.zeros(c_out))]
+        inits += [_initializer(w_name, weights[w_name]), _initializer(b_name, weights[b_name])]
         nodes.append(
             helper.make_node(
                 "Conv",
@@ -313,12 +353,8 @@ def build_cnn(spec: ModelSpec) -> onnx.ModelProto:
 
     nodes.append(helper.make_node("GlobalAveragePool", [current], ["gap"], name="gap"))
     nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten", axis=1))
-    # Plain 1/fan_in variance for the linear head: no ReLU follows it.
-    head_in = convs[-1][2]
-    head_w = rng.standard_normal((head_in, spec.output_dims[0]), dtype=np.float32)
-    head_w *= np.float32(np.sqrt(1.0 / head_in))
     head_nodes, head_inits, _ = _gemm_layer(
-        "fc", "flat", head_w, np.zeros(spec.output_dims[0], dtype=np.float32), relu=False
+        "fc", "flat", weights["fc.weight"], weights["fc.bias"], relu=False
     )
     # Rename the head's output to the graph output instead of adding an Identity.
     head_nodes[0].output[0] = OUTPUT_NAME
@@ -380,14 +416,114 @@ def build_mlp_large(spec: ModelSpec) -> onnx.ModelProto:
 
 
 # ---------------------------------------------------------------------------
+# TFLite: the same networks and weights through Keras (optional: tensorflow)
+# ---------------------------------------------------------------------------
+
+TFLITE_FILENAME = "model.tflite"
+# fp32 kernels sum in different orders in different runtimes (~1e-6 apart here);
+# a real difference in the network is orders of magnitude above this.
+TFLITE_TOLERANCE = 1e-4
+TFLITE_CHECK_SEED = 3
+TFLITE_CHECK_ROWS = 8
+
+
+def tensorflow_available() -> bool:
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except ValueError:  # present in sys.modules but not importable
+        return False
+
+
+def keras_digits(spec: ModelSpec) -> Any:
+    """digits as a Keras model: Dense+ReLU, Dense+softmax, on digits_weights()."""
+    import keras
+
+    w1, b1, w2, b2 = digits_weights()
+    x = keras.Input(shape=spec.input_dims, name=INPUT_NAME)
+    fc1 = keras.layers.Dense(w1.shape[1], activation="relu", name="fc1")
+    fc2 = keras.layers.Dense(w2.shape[1], activation="softmax", name="fc2")
+    model = keras.Model(x, fc2(fc1(x)), name=spec.name)
+    fc1.set_weights([w1, b1])
+    fc2.set_weights([w2, b2])
+    return model
+
+
+def keras_cnn(spec: ModelSpec) -> Any:
+    """cnn as a Keras model on cnn_weights(), taking the same NCHW input as the ONNX one."""
+    import keras
+
+    weights = cnn_weights(spec.input_dims[0], spec.output_dims[0])
+    x = keras.Input(shape=spec.input_dims, name=INPUT_NAME)
+    # TFLite convolves NHWC only; transposing inside the graph keeps the served
+    # input NCHW, so both files answer the same request.
+    current = keras.layers.Permute((2, 3, 1), name="to_nhwc")(x)
+    for name, c_out in CNN_CONVS:
+        conv = keras.layers.Conv2D(c_out, 3, padding="same", activation="relu", name=name)
+        current = conv(current)
+        # ONNX [out, in, kh, kw] -> Keras [kh, kw, in, out]; both cross-correlate.
+        conv.set_weights([weights[f"{name}.weight"].transpose(2, 3, 1, 0), weights[f"{name}.bias"]])
+        if name == "conv2":
+            current = keras.layers.MaxPooling2D(2, name="pool")(current)
+    current = keras.layers.GlobalAveragePooling2D(name="gap")(current)
+    fc = keras.layers.Dense(spec.output_dims[0], name="fc")
+    model = keras.Model(x, fc(current), name=spec.name)
+    fc.set_weights([weights["fc.weight"], weights["fc.bias"]])
+    return model
+
+
+def build_tflite(spec: ModelSpec) -> bytes:
+    """Convert the model's Keras twin to TFLite (fp32, variable batch dimension).
+
+    Its tensors get Keras' names (`serving_default_x:0`, `StatefulPartitionedCall_1:0`,
+    signature names `x` and `output_0`), as any Keras export would; the gateway maps
+    the config's `x` and `y` onto them (infergate/backends/names.py).
+    """
+    assert spec.keras is not None
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    import tensorflow as tf
+
+    model = spec.keras(spec)
+    # Keras prints where it put its temporary SavedModel: not news to our user.
+    with contextlib.redirect_stdout(io.StringIO()):
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        return bytes(converter.convert())
+
+
+def check_tflite(spec: ModelSpec, onnx_file: Path, tflite: bytes) -> float:
+    """Max |difference| between the two files' outputs on random input; raises if too big."""
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = np.random.default_rng(TFLITE_CHECK_SEED).random(
+        (TFLITE_CHECK_ROWS, *spec.input_dims), dtype=np.float32
+    )
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    (expected,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
+    interpreter = Interpreter(model_content=tflite)
+    (given,) = interpreter.get_input_details()
+    (answer,) = interpreter.get_output_details()
+    interpreter.resize_tensor_input(given["index"], x.shape, strict=True)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(given["index"], x)
+    interpreter.invoke()
+    difference = float(np.max(np.abs(interpreter.get_tensor(answer["index"]) - expected)))
+    if not difference <= TFLITE_TOLERANCE:
+        raise RuntimeError(
+            f"{spec.name}: the TFLite file differs from the ONNX one by {difference:.3g} "
+            f"(tolerance {TFLITE_TOLERANCE})"
+        )
+    return difference
+
+
+# ---------------------------------------------------------------------------
 # Repository
 # ---------------------------------------------------------------------------
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("digits", 64, (64,), (10,), build_digits),
-        ModelSpec("cnn", 32, (3, 32, 32), (10,), build_cnn),
+        ModelSpec("digits", 64, (64,), (10,), build_digits, keras_digits),
+        ModelSpec("cnn", 32, (3, 32, 32), (10,), build_cnn, keras_cnn),
         ModelSpec("mlp_large", 32, (1024,), (1000,), build_mlp_large),
     )
 }
@@ -444,6 +580,10 @@ def model_path(repository: Path, name: str) -> Path:
     return repository / name / MODEL_VERSION / MODEL_FILENAME
 
 
+def tflite_path(repository: Path, name: str) -> Path:
+    return repository / name / MODEL_VERSION / TFLITE_FILENAME
+
+
 def config_path(repository: Path, name: str) -> Path:
     return repository / name / CONFIG_FILENAME
 
@@ -456,14 +596,18 @@ def _display(path: Path) -> str:
 
 
 def build_models(
-    repository: Path, names: Iterable[str] | None = None, force: bool = False
+    repository: Path,
+    names: Iterable[str] | None = None,
+    force: bool = False,
+    tflite: bool = True,
 ) -> list[Path]:
     """Build the named models (default: all) into ``repository``.
 
-    config.pbtxt and model.onnx are each skipped when they already exist, unless
-    ``force``. Returns the model.onnx path of every requested model, in the
-    order requested, whether it was built now or already present. Prints one
-    line per model. Raises KeyError for an unknown name before building anything.
+    config.pbtxt, model.onnx and (for models that have one, when ``tflite`` and
+    tensorflow is installed) model.tflite are each skipped when they already
+    exist, unless ``force``. Returns the model.onnx path of every requested model,
+    in the order requested, whether it was built now or already present. Prints
+    one line per file. Raises KeyError for an unknown name before building anything.
     """
     selected = list(MODELS) if names is None else list(dict.fromkeys(names))
     unknown = [name for name in selected if name not in MODELS]
@@ -480,21 +624,44 @@ def build_models(
             start = time.perf_counter()
             data = spec.build(spec).SerializeToString()
             _write_atomic(onnx_file, data)
-            elapsed = time.perf_counter() - start
-            print(
-                f"built   {name:<10} {_display(onnx_file)}  "
-                f"{len(data) / 1e6:8.2f} MB  {elapsed:6.2f} s",
-                flush=True,
-            )
+            _report("built", name, onnx_file, len(data), f"{time.perf_counter() - start:6.2f} s")
         else:
-            size = onnx_file.stat().st_size
-            print(
-                f"exists  {name:<10} {_display(onnx_file)}  {size / 1e6:8.2f} MB  "
-                "(skipped; --force rebuilds)",
-                flush=True,
+            _report(
+                "exists", name, onnx_file, onnx_file.stat().st_size, "(skipped; --force rebuilds)"
             )
+        if tflite and spec.keras is not None:
+            _build_tflite_file(spec, repository, onnx_file, force)
         paths.append(onnx_file)
     return paths
+
+
+def _build_tflite_file(spec: ModelSpec, repository: Path, onnx_file: Path, force: bool) -> None:
+    path = tflite_path(repository, spec.name)
+    if path.exists() and not force:
+        _report("exists", spec.name, path, path.stat().st_size, "(skipped; --force rebuilds)")
+        return
+    if not tensorflow_available():
+        print(
+            f"skipped {spec.name:<10} {_display(path)}  tensorflow is not installed "
+            "(pip install -e '.[convert]'); serving needs only LiteRT",
+            flush=True,
+        )
+        return
+    start = time.perf_counter()
+    data = build_tflite(spec)
+    difference = check_tflite(spec, onnx_file, data)
+    _write_atomic(path, data)
+    _report(
+        "built",
+        spec.name,
+        path,
+        len(data),
+        f"{time.perf_counter() - start:6.2f} s  (max |tflite - onnx| {difference:.1g})",
+    )
+
+
+def _report(what: str, name: str, path: Path, size: int, note: str) -> None:
+    print(f"{what:<7} {name:<10} {_display(path)}  {size / 1e6:8.2f} MB  {note}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

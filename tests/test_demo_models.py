@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,8 @@ mdm = _load_script()
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("repository")
-    paths = mdm.build_models(repo, SMALL_MODELS)
+    # TFLite conversion needs tensorflow and takes seconds: tested on its own below.
+    paths = mdm.build_models(repo, SMALL_MODELS, tflite=False)
     assert paths == [repo / name / "1" / "model.onnx" for name in SMALL_MODELS]
     return repo
 
@@ -155,7 +157,7 @@ def test_digits_accuracy_on_held_out_split(repository: Path) -> None:
 
 
 def test_build_is_deterministic(repository: Path, tmp_path: Path) -> None:
-    mdm.build_models(tmp_path, SMALL_MODELS)
+    mdm.build_models(tmp_path, SMALL_MODELS, tflite=False)
     for name in SMALL_MODELS:
         for rel in ("config.pbtxt", "1/model.onnx"):
             first = (repository / name / rel).read_bytes()
@@ -164,18 +166,18 @@ def test_build_is_deterministic(repository: Path, tmp_path: Path) -> None:
 
 
 def test_existing_files_are_skipped_unless_forced(tmp_path: Path) -> None:
-    mdm.build_models(tmp_path, ["cnn"])
+    mdm.build_models(tmp_path, ["cnn"], tflite=False)
     config_file = tmp_path / "cnn" / "config.pbtxt"
     model_file = tmp_path / "cnn" / "1" / "model.onnx"
     original_config = config_file.read_text()
     config_file.write_text(original_config + "# hand edit\n")
     model_file.write_bytes(b"placeholder")
 
-    mdm.build_models(tmp_path, ["cnn"])
+    mdm.build_models(tmp_path, ["cnn"], tflite=False)
     assert config_file.read_text().endswith("# hand edit\n")
     assert model_file.read_bytes() == b"placeholder"
 
-    mdm.build_models(tmp_path, ["cnn"], force=True)
+    mdm.build_models(tmp_path, ["cnn"], force=True, tflite=False)
     assert config_file.read_text() == original_config
     onnx.checker.check_model(onnx.load(str(model_file)))
 
@@ -187,3 +189,48 @@ def test_unknown_model_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc_info:
         mdm.main(["--repository", str(tmp_path), "--only", "nope"])
     assert exc_info.value.code != 0
+
+
+# ---- the committed TFLite files -------------------------------------------------
+
+COMMITTED = Path(__file__).resolve().parents[1] / "models" / "repository"
+
+
+@pytest.mark.parametrize("name", SMALL_MODELS)
+def test_committed_tflite_answers_like_the_onnx_file(name: str) -> None:
+    # Serving needs LiteRT only; check_tflite is the check the script itself runs.
+    spec = mdm.MODELS[name]
+    tflite = (COMMITTED / name / "1" / "model.tflite").read_bytes()
+    assert mdm.check_tflite(spec, COMMITTED / name / "1" / "model.onnx", tflite) < 1e-5
+
+
+def test_without_tensorflow_the_onnx_files_are_built_and_tflite_skipped(tmp_path: Path) -> None:
+    script = (
+        "import sys, runpy; sys.modules['tensorflow'] = None; "
+        f"sys.argv = ['make_demo_models.py', '--repository', {str(tmp_path)!r}, '--only', 'cnn']; "
+        f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "cnn" / "1" / "model.onnx").is_file()
+    assert not (tmp_path / "cnn" / "1" / "model.tflite").exists()
+    assert "skipped cnn" in run.stdout and "tensorflow is not installed" in run.stdout
+
+
+def test_tflite_build_reproduces_the_committed_files(tmp_path: Path) -> None:
+    if not mdm.tensorflow_available():
+        pytest.skip("tensorflow (the `convert` extra) is not installed; serving needs LiteRT only")
+    # In a process of its own: once tensorflow is loaded, its protobuf runtime
+    # crashes grpc_tools' protoc, which test_protocol_generated runs in this one.
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--repository", str(tmp_path), "--only", *SMALL_MODELS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    for name in SMALL_MODELS:
+        built = (tmp_path / name / "1" / "model.tflite").read_bytes()
+        assert built == (COMMITTED / name / "1" / "model.tflite").read_bytes(), name

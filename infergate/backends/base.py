@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from infergate.gateway.core.spec import TensorSpec
+from infergate.gateway.core.spec import TensorSpec, spec_from_config
+from infergate.protocol import model_config_pb2 as mc
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,21 @@ class BackendOptions:
     # no config, so it reports the artifact's own names.
     expected_inputs: tuple[TensorSpec, ...] | None = None
     expected_outputs: tuple[TensorSpec, ...] | None = None
+
+    def for_model(self, config: mc.ModelConfig | None) -> BackendOptions:
+        """These options for one model: its config's tensors as expected_inputs/outputs,
+        and its `parameters` (string values) over `extra`, so that a config can set a
+        backend's per-model settings (e.g. OpenVINO's performance_hint)."""
+        if config is None:
+            return self
+        declared = spec_from_config(config) if (config.input or config.output) else None
+        parameters = {key: p.string_value for key, p in config.parameters.items()}
+        return replace(
+            self,
+            extra={**self.extra, **parameters},
+            expected_inputs=declared.inputs if declared else None,
+            expected_outputs=declared.outputs if declared else None,
+        )
 
 
 class LoadedModel(abc.ABC):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 
 import numpy as np
 
@@ -23,7 +22,6 @@ from infergate.gateway.core.spec import (
     ModelSpec,
     config_from_artifact,
     reconcile,
-    spec_from_config,
 )
 from infergate.protocol import model_config_pb2 as mc
 
@@ -93,12 +91,7 @@ def load_model(
     backend = choose_backend(source, backends)
     artifact = backend.find_artifact(source.version_dir)
     assert artifact is not None  # choose_backend checked
-    if source.config is not None and (source.config.input or source.config.output):
-        declared = spec_from_config(source.config)  # lets the backend map tensor names
-        options = replace(
-            options, expected_inputs=declared.inputs, expected_outputs=declared.outputs
-        )
-    runtime = backend.load(artifact, options)
+    runtime = backend.load(artifact, options.for_model(source.config))
     try:
         if source.config is None:
             config = config_from_artifact(
