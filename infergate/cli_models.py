@@ -287,11 +287,21 @@ def format_description(d: apb.DescribeModelResponse) -> str:
         lines.append(f"  version {v.version}: {v.state}" + (f" ({v.reason})" if v.reason else ""))
         for a in v.artifacts:
             lines.append(f"    {a.filename}  {a.size} bytes  sha256 {a.sha256}")
+        if v.HasField("routing"):
+            r = v.routing
+            settings = ", ".join(f"{k}={val}" for k, val in sorted(r.settings.items()))
+            lines.append(f"    routing: {r.policy}" + (f" ({settings})" if settings else ""))
+            for backend, why in sorted(r.unavailable_backends.items()):
+                lines.append(f"    backend {backend} left out: {why}")
         for arm in v.arms:
             lat = arm.latency
             lines.append(
-                f"    arm {arm.name}: {lat.batches} batches, mean {lat.mean_batch_ms:.2f} ms, "
-                f"{lat.mean_rows_per_batch:.1f} rows/batch"
+                f"    arm {arm.name}: {lat.batches} batches ({arm.share:.0%}), "
+                f"mean {lat.mean_batch_ms:.2f} ms, {lat.mean_rows_per_batch:.1f} rows/batch; "
+                f"model {lat.fixed_ms:.3f} ms + {lat.per_row_ms:.4f} ms/row; "
+                f"p50 {lat.p50_ms:.2f} ms, p95 {lat.p95_ms:.2f} ms; "
+                f"{arm.failures} failures, circuit {arm.circuit}"
+                + (f" ({arm.last_error})" if arm.last_error else "")
             )
         if v.state == "READY":
             s, c = v.statistics, v.cache

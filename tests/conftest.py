@@ -35,7 +35,9 @@ def repository(tmp_path: Path) -> Path:
 @pytest.fixture
 async def gateway(repository: Path) -> AsyncIterator[GatewayServer]:
     """A started gateway serving `repository` on a free loopback port."""
-    server = GatewayServer(Settings(metrics_port=0, model_repository=repository, port=0, shutdown_grace_s=1.0))
+    server = GatewayServer(
+        Settings(metrics_port=0, model_repository=repository, port=0, shutdown_grace_s=1.0)
+    )
     await server.start()
     try:
         yield server

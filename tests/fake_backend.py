@@ -45,7 +45,10 @@ class FakeModel(LoadedModel):
     def __init__(self, delay_s: float, fail_on: float | None) -> None:
         self.delay_s = delay_s
         self.fail_on = fail_on
+        # Batches served to requests; the loader's warm-up and profile calls (made
+        # from its own thread, not a gateway worker) are kept apart in load_calls.
         self.batches: list[np.ndarray] = []
+        self.load_calls = 0
         self._lock = threading.Lock()
 
     @property
@@ -63,7 +66,10 @@ class FakeModel(LoadedModel):
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = inputs["x"]
         with self._lock:
-            self.batches.append(np.array(x))
+            if threading.current_thread().name.startswith("infergate-worker"):
+                self.batches.append(np.array(x))
+            else:
+                self.load_calls += 1
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.fail_on is not None and (x == self.fail_on).any():

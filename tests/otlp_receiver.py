@@ -47,7 +47,8 @@ class Receiver(otlp_grpc.TraceServiceServicer):
                 for span in scope.spans:
                     self.spans.append(_convert(span, str(resource.get("service.name", ""))))
                     self.times[span.span_id.hex()] = (
-                        span.start_time_unix_nano, span.end_time_unix_nano
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
                     )
         return otlp.ExportTraceServiceResponse()
 

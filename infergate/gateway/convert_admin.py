@@ -191,19 +191,34 @@ def description(
 
 def _describe_serving(described: apb.VersionDescription, model: ModelVersion) -> None:
     stats = model.stats
-    # One arm per model until routing adds more: the backend and device it loaded on.
-    # Latency figures are the version's measured batch times.
-    device = model.runtime.device
-    infer_ns = sum(b.compute_infer.ns for b in stats.batches.values())
-    described.arms.add(
-        name=f"{model.backend}/{device}",
-        backend=model.backend,
-        device=device,
-        latency=apb.LatencyFigures(
-            batches=stats.execution_count,
-            mean_batch_ms=_mean_ms(Duration(stats.execution_count, infer_ns)),
-            mean_rows_per_batch=_ratio(stats.inference_count, stats.execution_count),
-        ),
+    router = model.router
+    for arm in router.describe():
+        described.arms.add(
+            name=arm["arm"],
+            backend=arm["backend"],
+            device=arm["device"],
+            variant=arm["variant"],
+            latency=apb.LatencyFigures(
+                batches=arm["batches"],
+                mean_batch_ms=arm["mean_batch_ms"],
+                mean_rows_per_batch=_ratio(arm["rows"], arm["batches"]),
+                fixed_ms=arm["fixed_ms"],
+                per_row_ms=arm["per_row_ms"],
+                p50_ms=arm["p50_ms"],
+                p95_ms=arm["p95_ms"],
+            ),
+            share=arm["share"],
+            failures=arm["failures"],
+            circuit=arm["circuit"],
+            last_error=arm["last_error"],
+        )
+    policy = router.policy.describe()
+    described.routing.CopyFrom(
+        apb.RoutingState(
+            policy=str(policy.pop("policy")),
+            settings={k: str(v) for k, v in policy.items()},
+            unavailable_backends=model.arm_errors,
+        )
     )
     queue = model.queue
     described.queue.CopyFrom(apb.QueueState(depth=queue.depth, inflight_batches=queue.inflight))

@@ -129,28 +129,68 @@ class DescribeModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class LatencyFigures(_message.Message):
-    __slots__ = ("batches", "mean_batch_ms", "mean_rows_per_batch")
+    __slots__ = ("batches", "mean_batch_ms", "mean_rows_per_batch", "fixed_ms", "per_row_ms", "p50_ms", "p95_ms")
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     MEAN_BATCH_MS_FIELD_NUMBER: _ClassVar[int]
     MEAN_ROWS_PER_BATCH_FIELD_NUMBER: _ClassVar[int]
+    FIXED_MS_FIELD_NUMBER: _ClassVar[int]
+    PER_ROW_MS_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P95_MS_FIELD_NUMBER: _ClassVar[int]
     batches: int
     mean_batch_ms: float
     mean_rows_per_batch: float
-    def __init__(self, batches: _Optional[int] = ..., mean_batch_ms: _Optional[float] = ..., mean_rows_per_batch: _Optional[float] = ...) -> None: ...
+    fixed_ms: float
+    per_row_ms: float
+    p50_ms: float
+    p95_ms: float
+    def __init__(self, batches: _Optional[int] = ..., mean_batch_ms: _Optional[float] = ..., mean_rows_per_batch: _Optional[float] = ..., fixed_ms: _Optional[float] = ..., per_row_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ...) -> None: ...
 
 class Arm(_message.Message):
-    __slots__ = ("name", "backend", "device", "variant", "latency")
+    __slots__ = ("name", "backend", "device", "variant", "latency", "share", "failures", "circuit", "last_error")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    CIRCUIT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     name: str
     backend: str
     device: str
     variant: str
     latency: LatencyFigures
-    def __init__(self, name: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., variant: _Optional[str] = ..., latency: _Optional[_Union[LatencyFigures, _Mapping]] = ...) -> None: ...
+    share: float
+    failures: int
+    circuit: str
+    last_error: str
+    def __init__(self, name: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., variant: _Optional[str] = ..., latency: _Optional[_Union[LatencyFigures, _Mapping]] = ..., share: _Optional[float] = ..., failures: _Optional[int] = ..., circuit: _Optional[str] = ..., last_error: _Optional[str] = ...) -> None: ...
+
+class RoutingState(_message.Message):
+    __slots__ = ("policy", "settings", "unavailable_backends")
+    class SettingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class UnavailableBackendsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    settings: _containers.ScalarMap[str, str]
+    unavailable_backends: _containers.ScalarMap[str, str]
+    def __init__(self, policy: _Optional[str] = ..., settings: _Optional[_Mapping[str, str]] = ..., unavailable_backends: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class QueueState(_message.Message):
     __slots__ = ("depth", "inflight_batches")
@@ -202,7 +242,7 @@ class VersionStatistics(_message.Message):
     def __init__(self, inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., success: _Optional[int] = ..., fail: _Optional[int] = ..., last_inference_ms: _Optional[int] = ..., mean_queue_ms: _Optional[float] = ..., mean_compute_ms: _Optional[float] = ..., batch_sizes: _Optional[_Mapping[int, int]] = ...) -> None: ...
 
 class VersionDescription(_message.Message):
-    __slots__ = ("version", "state", "reason", "artifacts", "arms", "queue", "cache", "statistics")
+    __slots__ = ("version", "state", "reason", "artifacts", "arms", "queue", "cache", "statistics", "routing")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +251,7 @@ class VersionDescription(_message.Message):
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
     STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
     version: str
     state: str
     reason: str
@@ -219,7 +260,8 @@ class VersionDescription(_message.Message):
     queue: QueueState
     cache: CacheState
     statistics: VersionStatistics
-    def __init__(self, version: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., queue: _Optional[_Union[QueueState, _Mapping]] = ..., cache: _Optional[_Union[CacheState, _Mapping]] = ..., statistics: _Optional[_Union[VersionStatistics, _Mapping]] = ...) -> None: ...
+    routing: RoutingState
+    def __init__(self, version: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., queue: _Optional[_Union[QueueState, _Mapping]] = ..., cache: _Optional[_Union[CacheState, _Mapping]] = ..., statistics: _Optional[_Union[VersionStatistics, _Mapping]] = ..., routing: _Optional[_Union[RoutingState, _Mapping]] = ...) -> None: ...
 
 class SharedCache(_message.Message):
     __slots__ = ("entries", "bytes", "max_bytes", "hits", "misses", "evictions", "hit_ratio")

@@ -30,10 +30,10 @@ async def register_fake(
 
 
 def batch_sizes(served: Served, name: str) -> list[int]:
-    """Rows of each batch the model ran, after its warm-up inference."""
+    """Rows of each batch the model ran for requests (not at load)."""
     runtime = served.server.core.model(name).runtime
     assert isinstance(runtime, FakeModel)
-    return [len(b) for b in runtime.batches[1:]]
+    return [len(b) for b in runtime.batches]
 
 
 async def model_config(served: Served, name: str) -> mc.ModelConfig:

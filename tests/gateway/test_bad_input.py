@@ -157,7 +157,9 @@ async def test_bad_request_is_refused_clearly_and_server_keeps_serving(
 async def test_message_over_the_size_limit_is_resource_exhausted(repository) -> None:  # type: ignore[no-untyped-def]
     from infergate.settings import Settings
 
-    server = GatewayServer(Settings(metrics_port=0, model_repository=repository, port=0, max_receive_message_mb=1))
+    server = GatewayServer(
+        Settings(metrics_port=0, model_repository=repository, port=0, max_receive_message_mb=1)
+    )
     await server.start()
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:

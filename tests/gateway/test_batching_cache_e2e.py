@@ -40,7 +40,9 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[GatewayServer, FakeBacke
     write_fake_model(repo, "flaky", fail_on=13.0, queue_delay_us=20000)
     fake = FakeBackend()
     backends = {**discover(["onnxruntime"]).backends, "fake": fake}
-    settings = Settings(metrics_port=0, model_repository=repo, port=0, max_inflight_batches=1, shutdown_grace_s=1)
+    settings = Settings(
+        metrics_port=0, model_repository=repo, port=0, max_inflight_batches=1, shutdown_grace_s=1
+    )
     server = GatewayServer(settings, backends=backends)
     await server.start()
     try:

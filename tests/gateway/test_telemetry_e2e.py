@@ -98,15 +98,16 @@ async def test_spans_join_the_callers_trace_with_children_and_batch_links(
         assert {"cache lookup", "queue wait", "backend"} <= set(children)
         assert children["cache lookup"].attributes["infergate.cache.hit"] is False
         backend = children["backend"].attributes
-        assert backend["infergate.backend"] == "onnxruntime"
+        assert backend["infergate.backend"] in {"onnxruntime", "openvino", "tflite"}
         assert backend["infergate.device"] == "cpu" and backend["infergate.variant"] == "fp32"
+        assert backend["infergate.arm"] == f"{backend['infergate.backend']}/cpu/fp32"
         servers[root.span_id] = trace_id
     batches = [s for s in receiver.spans if s.name == "batch"]
     linked = {span_id for b in batches for _, span_id in b.links}
     assert set(servers) <= linked  # every request is linked from its batch
     for batch in batches:
         assert batch.attributes["infergate.batch.rows"] == len(batch.links)
-        assert batch.attributes["infergate.arm"] == "onnxruntime/cpu/fp32"
+        assert str(batch.attributes["infergate.arm"]).endswith("/cpu/fp32")
     assert any(len(b.links) > 1 for b in batches)  # requests shared a batch
     (failed,) = by_trace[traceparent(9)[0]]
     assert failed.status_code == 2 and failed.attributes["rpc.grpc.status_code"] == 3
@@ -155,10 +156,8 @@ async def test_metrics_move_with_traffic(repo: Path) -> None:
     assert after[f"infergate_executions_total{label}"] == stats.execution_count
     assert after['infergate_batch_size_rows_sum{model="digits"}'] == 6
     assert after['infergate_queue_latency_seconds_count{model="digits"}'] == 3
-    assert (
-        after['infergate_arm_batches_total{arm="onnxruntime/cpu/fp32",model="digits",version="1"}']
-        == stats.execution_count
-    )
+    arm_batches = sum(v for k, v in after.items() if k.startswith("infergate_arm_batches_total{"))
+    assert arm_batches == stats.execution_count
     assert after['infergate_models{state="READY"}'] == 1
     assert after["infergate_cache_entries"] == 3 and after["infergate_cache_bytes"] > 0
     assert f"infergate_inferences_total{label}" in before

@@ -34,6 +34,7 @@ class Arm:
     capacity: int = 1
     batches: int = 0
     rows: int = 0
+    busy_s: float = 0.0  # runtime seconds over every batch it ran
     failures: int = 0
     consecutive_failures: int = 0
     last_error: str = ""
@@ -74,6 +75,7 @@ class Arm:
     def record_success(self, rows: int, seconds: float, now: float) -> None:
         self.batches += 1
         self.rows += rows
+        self.busy_s += seconds
         self.last_used = now
         self.consecutive_failures = 0
         self.circuit = Circuit.CLOSED

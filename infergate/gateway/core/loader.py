@@ -32,13 +32,13 @@ _PLATFORM_BACKENDS = {"onnxruntime_onnx": "onnxruntime", "tensorflow_tflite": "t
 _BACKEND_PLATFORMS = {v: k for k, v in _PLATFORM_BACKENDS.items()}
 
 
-def choose_backend(source: ModelSource, backends: Mapping[str, Backend]) -> Backend:
-    """The backend to serve a model on: the pinned one, else the first allowed that can load.
+def choose_backends(source: ModelSource, backends: Mapping[str, Backend]) -> list[Backend]:
+    """The backends to serve a model on, in order of preference: each becomes an arm.
 
     `backend` pins one (a Triton `platform` does too, unless `allowed_backends` is
-    set: such a config is ours and says what it means). `allowed_backends` limits
-    the choice; empty allows every available backend. Unpinned, the first allowed
-    backend (in entry-point order) that finds an artifact it loads is taken.
+    set: such a config is ours and says what it means). Unpinned, every allowed
+    backend (empty `allowed_backends`: every available one) that finds an artifact
+    it loads, in entry-point order.
     """
     config = source.config
     where = f"model '{source.name}' version {source.version}"
@@ -63,21 +63,26 @@ def choose_backend(source: ModelSource, backends: Mapping[str, Backend]) -> Back
                 f"{where}: backend '{pinned}' needs "
                 f"one of {list(backend.artifact_names)} in {source.version_dir}"
             )
-        return backend
+        return [backend]
     candidates = [b for name, b in backends.items() if not allowed or name in allowed]
     if not candidates:
         raise ModelLoadError(
             f"{where}: none of its allowed_backends {allowed} is available here "
             f"(available: {sorted(backends)})"
         )
-    for backend in candidates:
-        if backend.find_artifact(source.version_dir) is not None:
-            return backend
+    found = [b for b in candidates if b.find_artifact(source.version_dir) is not None]
+    if found:
+        return found
     wanted = sorted({a for b in candidates for a in b.artifact_names})
     raise ModelLoadError(
         f"{where}: no artifact any {'allowed' if allowed else 'available'} backend "
         f"can load in {source.version_dir} (looked for {wanted})"
     )
+
+
+def choose_backend(source: ModelSource, backends: Mapping[str, Backend]) -> Backend:
+    """The preferred backend: the pinned one, else the first allowed that can load."""
+    return choose_backends(source, backends)[0]
 
 
 def load_model(
@@ -86,48 +91,55 @@ def load_model(
     options: BackendOptions,
     default_max_batch_size: int,
 ) -> ModelVersion:
-    """Load, check the config against the artifact, warm up; ModelLoadError on any failure."""
+    """Load on every backend that may run it, check, warm up and profile each.
+
+    The first backend that loads defines the config where the model has none; every
+    other one must agree with it (same tensors under the config's names). A backend
+    that fails to load is left out, with its reason kept for DescribeModel; the
+    model fails only when none loads.
+    """
     started = time.monotonic()
-    backend = choose_backend(source, backends)
-    artifact = backend.find_artifact(source.version_dir)
-    assert artifact is not None  # choose_backend checked
-    runtime = backend.load(artifact, options.for_model(source.config))
-    try:
-        if source.config is None:
-            config = config_from_artifact(
-                source.name, runtime.inputs, runtime.outputs, default_max_batch_size
-            )
-            config.backend = backend.name
-        else:
-            config = mc.ModelConfig()
-            config.CopyFrom(source.config)
-            if not config.input and not config.output:
-                # A config with settings only: tensors come from the artifact.
-                derived = config_from_artifact(
-                    source.name,
-                    runtime.inputs,
-                    runtime.outputs,
-                    config.max_batch_size or default_max_batch_size,
-                )
-                config.input.extend(derived.input)
-                config.output.extend(derived.output)
-                if not config.max_batch_size:
-                    config.max_batch_size = derived.max_batch_size
-            if not config.backend:
-                config.backend = backend.name
-        if not config.platform:
-            config.platform = _BACKEND_PLATFORMS.get(backend.name, backend.name)
-        spec = reconcile(config, runtime.inputs, runtime.outputs)
-        warm_up(runtime, spec, source.name)
-    except Exception:
-        runtime.close()
-        raise
+    candidates = choose_backends(source, backends)
+    config: mc.ModelConfig | None = None
+    spec: ModelSpec | None = None
+    arms: list[Arm] = []
+    errors: dict[str, str] = {}
+    for backend in candidates:
+        artifact = backend.find_artifact(source.version_dir)
+        assert artifact is not None  # choose_backends checked
+        runtime: LoadedModel | None = None
+        try:
+            runtime = backend.load(artifact, options.for_model(config or source.config))
+            if config is None:
+                config = _config_for(source, runtime, default_max_batch_size)
+                if not config.platform:
+                    config.platform = _BACKEND_PLATFORMS.get(backend.name, backend.name)
+            arm_spec = reconcile(config, runtime.inputs, runtime.outputs)
+            warm_up(runtime, arm_spec, source.name)
+            arm = Arm(backend.name, runtime.device, "fp32", runtime)
+            profile(arm, arm_spec)
+        except Exception as exc:
+            if runtime is not None:
+                runtime.close()
+            if len(candidates) == 1:
+                raise
+            errors[backend.name] = str(exc)
+            log.warning("model %s: backend %s left out: %s", source.name, backend.name, exc)
+            if not arms:
+                config = None  # the next backend defines it afresh
+            continue
+        spec = spec or arm_spec
+        arms.append(arm)
+    if not arms or config is None or spec is None:
+        raise ModelLoadError(
+            f"model '{source.name}' version {source.version} loads on no backend: "
+            + "; ".join(f"{name}: {why}" for name, why in errors.items())
+        )
     log.info(
-        "loaded model %s version %s on %s (%s) in %.2fs",
+        "loaded model %s version %s on %s in %.2fs",
         source.name,
         source.version,
-        backend.name,
-        runtime.device,
+        ", ".join(a.name for a in arms),
         time.monotonic() - started,
     )
     return ModelVersion(
@@ -135,25 +147,69 @@ def load_model(
         version=source.version,
         config=config,
         spec=spec,
-        arms=[Arm(backend.name, runtime.device, "fp32", runtime)],
+        arms=arms,
         platform=config.platform,
+        arm_errors=errors,
     )
+
+
+def _config_for(
+    source: ModelSource, runtime: LoadedModel, default_max_batch_size: int
+) -> mc.ModelConfig:
+    """The model's config: as written, with tensors from the artifact where it has none."""
+    if source.config is None:
+        return config_from_artifact(
+            source.name, runtime.inputs, runtime.outputs, default_max_batch_size
+        )
+    config = mc.ModelConfig()
+    config.CopyFrom(source.config)
+    if not config.input and not config.output:
+        # A config with settings only: tensors come from the artifact.
+        derived = config_from_artifact(
+            source.name,
+            runtime.inputs,
+            runtime.outputs,
+            config.max_batch_size or default_max_batch_size,
+        )
+        config.input.extend(derived.input)
+        config.output.extend(derived.output)
+        if not config.max_batch_size:
+            config.max_batch_size = derived.max_batch_size
+    return config
+
+
+def profile(arm: Arm, spec: ModelSpec, runs: int = 2) -> None:
+    """Seed the arm's latency model over a few batch sizes, so routing starts informed."""
+    sizes = sorted({1, max(1, spec.max_batch_size // 4), max(1, spec.max_batch_size)})
+    for rows in sizes:
+        inputs = _zeros(spec, rows)
+        for _ in range(runs):
+            started = time.perf_counter()
+            arm.runtime.infer(inputs)
+            arm.latency.observe(rows, time.perf_counter() - started)
 
 
 def warm_up(runtime: LoadedModel, spec: ModelSpec, name: str) -> None:
     """One inference on zeros at batch 1: proves the model runs and pays lazy set-up."""
-    inputs: dict[str, np.ndarray] = {}
-    for tensor in spec.inputs:
-        shape = tuple(1 if d == VARIABLE else d for d in tensor.shape)
-        dtype = datatypes.from_name(tensor.datatype).numpy
-        if tensor.datatype == "BYTES":
-            inputs[tensor.name] = np.full(shape, b"", dtype=object)
-        else:
-            inputs[tensor.name] = np.zeros(shape, dtype=dtype)
     try:
-        outputs = runtime.infer(inputs)
+        outputs = runtime.infer(_zeros(spec, 1))
     except Exception as exc:
         raise ModelLoadError(f"model '{name}' failed its warm-up inference: {exc}") from exc
     missing = set(spec.output_names()) - set(outputs)
     if missing:
         raise ModelLoadError(f"model '{name}' did not return outputs {sorted(missing)}")
+
+
+def _zeros(spec: ModelSpec, rows: int) -> dict[str, np.ndarray]:
+    """Inputs of zeros (empty strings for BYTES) with `rows` rows where the model batches."""
+    inputs: dict[str, np.ndarray] = {}
+    for tensor in spec.inputs:
+        dims = list(tensor.shape)
+        if spec.max_batch_size > 0 and dims:
+            dims[0] = rows
+        shape = tuple(1 if d == VARIABLE else d for d in dims)
+        if tensor.datatype == "BYTES":
+            inputs[tensor.name] = np.full(shape, b"", dtype=object)
+        else:
+            inputs[tensor.name] = np.zeros(shape, dtype=datatypes.from_name(tensor.datatype).numpy)
+    return inputs

@@ -179,6 +179,9 @@ class InferenceCore:
 
         outputs, hit = await self.cache.get_or_compute(key, compute, ttl_s, looked_up)
         if hit:
+            # Triton counts a hit in the queue statistics too (the time before its
+            # lookup): perf_analyzer finds the model version by the queue count rising.
+            model.stats.queue.add(0)
             model.stats.cache_hit.add(time.perf_counter_ns() - started)
         else:
             # Triton counts the lookup and the insertion as cache-miss time.

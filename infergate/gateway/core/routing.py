@@ -303,6 +303,7 @@ class Router:
                     "batches": arm.batches,
                     "share": arm.batches / total,
                     "rows": arm.rows,
+                    "mean_batch_ms": arm.busy_s / arm.batches * 1000 if arm.batches else 0.0,
                     "fixed_ms": fit.fixed_s * 1000,
                     "per_row_ms": fit.per_row_s * 1000,
                     "p50_ms": arm.latency.percentile_ms(50),
