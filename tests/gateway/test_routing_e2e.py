@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
@@ -54,21 +55,25 @@ async def test_every_backend_is_an_arm_measured_at_load(served: GatewayServer) -
     backends = {arm.backend for arm in model.arms}
     assert {"onnxruntime", "openvino", "tflite"} <= backends
     for arm in model.arms:
-        assert arm.latency.samples >= 4  # the load-time profile over several sizes
-        assert arm.latency.predict_s(32) > arm.latency.predict_s(1) > 0
+        assert arm.latency.samples == 3  # the load-time profile: sizes 1, 8 and 32
+        assert arm.latency.predict_s(32) > 0 and arm.latency.predict_s(1) > 0
 
 
-async def test_batches_go_to_the_arm_predicted_fastest_and_answers_match(
+async def test_batches_avoid_an_arm_that_is_clearly_slower_and_answers_match(
     served: GatewayServer,
 ) -> None:
     model = served.core.model("cnn")
-    await send(served, 48)
+    slow = next(a for a in model.arms if a.backend == "openvino")
+    slow.runtime = Slowed(slow.runtime, delay_s=0.05)
+    await send(served, 8)  # the slow arm shows itself when it runs
+    slow_before = slow.batches
+    await send(served, 48, seed=1)
     report = {row["arm"]: row for row in model.router.describe()}
     assert sum(row["batches"] for row in report.values()) == model.stats.execution_count
-    fastest = min(model.arms, key=lambda a: a.latency.predict_s(1))
-    # Most batches went to the arm the router thinks fastest now (probes aside).
-    busiest = max(report.values(), key=lambda row: row["batches"])
-    assert busiest["arm"] == fastest.name, report
+    others = sum(a.batches for a in model.arms if a is not slow)
+    # It may still be probed now and then, within the exploration budget.
+    assert slow.batches - slow_before <= max(1, 0.1 * others), report
+    assert slow.latency.predict_s(1) > 0.04
 
 
 async def test_policy_changes_live_to_a_fixed_arm(served: GatewayServer) -> None:
@@ -82,6 +87,30 @@ async def test_policy_changes_live_to_a_fixed_arm(served: GatewayServer) -> None
     await send(served, 24, seed=1)
     ran = {a.name: a.batches - before[a.name] for a in model.arms}
     assert ran["openvino/cpu/fp32"] == sum(ran.values()) > 0
+
+
+class Slowed(LoadedModel):
+    """A real arm made slower: each call also sleeps (as a slower device would)."""
+
+    def __init__(self, inner: LoadedModel, delay_s: float) -> None:
+        self.inner = inner
+        self.delay_s = delay_s
+
+    @property
+    def inputs(self) -> Sequence[TensorSpec]:
+        return self.inner.inputs
+
+    @property
+    def outputs(self) -> Sequence[TensorSpec]:
+        return self.inner.outputs
+
+    @property
+    def device(self) -> str:
+        return self.inner.device
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        time.sleep(self.delay_s)
+        return self.inner.infer(inputs)
 
 
 class Broken(LoadedModel):
@@ -110,10 +139,17 @@ async def test_a_failing_arm_is_routed_around_and_its_circuit_opens(
     served: GatewayServer,
 ) -> None:
     model = served.core.model("cnn")
-    fastest = min(model.arms, key=lambda a: a.latency.predict_s(1))
-    fastest.runtime = Broken(fastest.runtime)
-    for seed in range(6):  # one batch at a time: each is tried on the broken arm first
-        await send(served, 1, seed=seed)  # and still answered, by the next-best arm
-    assert fastest.failures >= 1
-    assert fastest.circuit is Circuit.OPEN
-    assert "device lost" in fastest.last_error
+    broken = next(a for a in model.arms if a.backend == "openvino")
+    broken.runtime = Broken(broken.runtime)
+    # Fixed on the broken arm, so that every batch tries it first (the latency
+    # policy would soon stop trying an arm that fails).
+    config = mc.ModelConfig()
+    config.CopyFrom(model.config)
+    config.routing.policy = "fixed"
+    config.routing.fixed_arm = "openvino"
+    served.core.reconfigure(model, config)
+    for seed in range(6):  # one batch at a time, each answered by another arm
+        await send(served, 1, seed=seed)
+    assert broken.failures == 3 and broken.circuit is Circuit.OPEN  # then skipped
+    assert "device lost" in broken.last_error
+    assert sum(a.batches for a in model.arms if a is not broken) == 6

@@ -46,6 +46,8 @@ class LatencyModel:
         self._fixed_s = 0.0
         self._per_row_s = 0.0
         self.samples = 0
+        self._min_rows = 1 << 62
+        self._max_rows = 0
         self._recent: deque[float] = deque(maxlen=_RECENT)
 
     @property

@@ -178,15 +178,21 @@ def _config_for(
     return config
 
 
-def profile(arm: Arm, spec: ModelSpec, runs: int = 2) -> None:
-    """Seed the arm's latency model over a few batch sizes, so routing starts informed."""
+def profile(arm: Arm, spec: ModelSpec, runs: int = 3) -> None:
+    """Seed the arm's latency model over a few batch sizes, so routing starts informed.
+
+    The median of a few runs per size goes in: one stall on a busy machine must not
+    teach the router a wrong slope before it has served anything.
+    """
     sizes = sorted({1, max(1, spec.max_batch_size // 4), max(1, spec.max_batch_size)})
     for rows in sizes:
         inputs = _zeros(spec, rows)
+        times = []
         for _ in range(runs):
             started = time.perf_counter()
             arm.runtime.infer(inputs)
-            arm.latency.observe(rows, time.perf_counter() - started)
+            times.append(time.perf_counter() - started)
+        arm.latency.observe(rows, float(np.median(times)))
 
 
 def warm_up(runtime: LoadedModel, spec: ModelSpec, name: str) -> None:
