@@ -61,6 +61,7 @@ class ModelVersion:
             self._router.execute,
             self.stats,
             telemetry,
+            waiting_pays=self._router.waiting_pays,
         )
 
     @property

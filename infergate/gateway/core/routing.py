@@ -275,6 +275,19 @@ class Router:
         arm.record_success(rows, seconds, self._clock())
         return Execution(outputs, arm, started_ns - submitted, int(seconds * 1e9), wall_ns)
 
+    def waiting_pays(self) -> bool:
+        """Whether batching saves time on the arm likely to run the next batch.
+
+        A batch of n rows costs fixed + n * per_row; stacking n requests saves
+        (n - 1) * fixed. When the fixed part is below one row's cost, waiting for
+        company costs the waiting request more than the batch can win back.
+        """
+        now = self._clock()
+        usable = [a for a in self.arms if a.usable(now)] or self.arms
+        best = min(usable, key=lambda a: a.latency.predict_s(1))
+        fit = best.latency.fit
+        return fit.samples == 0 or fit.fixed_s >= fit.per_row_s
+
     def _note_preference(self, arm: Arm, now: float) -> None:
         if arm.name == self._preferred or now - self._logged_at < LOG_INTERVAL_S:
             return

@@ -263,3 +263,18 @@ async def test_statistics_count_rows_batches_and_queue_time() -> None:
     assert stats.queue.count == 2 and stats.compute_infer.count == 2
     assert list(stats.batches) == [5]
     await q.aclose()
+
+
+async def test_no_waiting_when_the_model_says_it_does_not_pay() -> None:
+    runtime = FakeRuntime()
+    pays = False
+    q = BatchQueue(
+        "m",
+        BatchPolicy(enabled=True, max_batch_size=8, max_queue_delay_s=30),
+        runtime,
+        ModelStats(),
+        waiting_pays=lambda: pays,
+    )
+    await asyncio.wait_for(q.submit(rows(1), 1), 5)  # would wait 30 s if waiting paid
+    assert runtime.rows_per_batch() == [1]
+    await q.aclose()

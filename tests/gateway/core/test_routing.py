@@ -273,3 +273,14 @@ async def test_describe_reports_share_latency_and_circuit() -> None:
     assert report["a/cpu/fp32"]["per_row_ms"] == pytest.approx(0.1, rel=0.05)
     assert report["a/cpu/fp32"]["fixed_ms"] == pytest.approx(1.0, rel=0.05)
     assert report["a/cpu/fp32"]["circuit"] == "closed"
+
+
+async def test_waiting_pays_only_when_the_fixed_cost_is_worth_sharing() -> None:
+    clock = Clock()
+    memory_bound = arm(clock, "mlp", fixed_s=0.004, per_row_s=0.0003)
+    compute_bound = arm(clock, "cnn", fixed_s=0.00002, per_row_s=0.0004)
+    for a in (memory_bound, compute_bound):
+        for rows in (1, 8, 32):
+            a.latency.observe(rows, a.runtime.fixed_s + a.runtime.per_row_s * rows)  # type: ignore[attr-defined]
+    assert Router("m", [memory_bound], LatencyPolicy(), InlineExecutor(), clock).waiting_pays()
+    assert not Router("c", [compute_bound], LatencyPolicy(), InlineExecutor(), clock).waiting_pays()
