@@ -24,14 +24,36 @@ class Circuit(enum.Enum):
 
 
 @dataclass(eq=False)
+class DeviceLoad:
+    """Work running on one device, shared by every arm that runs there.
+
+    Arms on the same device (onnxruntime and openvino, both on the CPU) take their
+    cores from each other: a batch queued behind another on the CPU waits whichever
+    runtime it goes to. So backlog is counted per device, and overflow to another
+    arm pays only when that arm is on another device.
+    """
+
+    capacity: int = 1  # batches the device runs side by side before they slow each other
+    # Predicted seconds of each batch now running, by batch id: (start, predicted).
+    running: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def backlog_s(self, now: float) -> float:
+        """Predicted seconds until the work already running here is done."""
+        remaining = sum(
+            max(0.0, start + predicted - now) for start, predicted in self.running.values()
+        )
+        return remaining / max(1, self.capacity)
+
+
+@dataclass(eq=False)
 class Arm:
     backend: str
     device: str
     variant: str
     runtime: LoadedModel
     latency: LatencyModel = field(default_factory=LatencyModel)
-    # Batches this arm can run side by side before they slow each other down.
-    capacity: int = 1
+    # Shared with the model's other arms on the same device (see DeviceLoad).
+    load: DeviceLoad = field(default_factory=DeviceLoad)
     batches: int = 0
     rows: int = 0
     busy_s: float = 0.0  # runtime seconds over every batch it ran
@@ -41,8 +63,6 @@ class Arm:
     circuit: Circuit = Circuit.CLOSED
     open_until: float = 0.0
     last_used: float = float("-inf")  # clock time of the last batch it ran
-    # Predicted seconds of each batch now running on it, by batch id.
-    running: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -56,15 +76,9 @@ class Arm:
         """Whether `wanted` names this arm: a backend name or a full arm name."""
         return wanted in (self.name, self.backend)
 
-    def backlog_s(self, now: float) -> float:
-        """Predicted seconds until the work already running here is done."""
-        remaining = sum(
-            max(0.0, start + predicted - now) for start, predicted in self.running.values()
-        )
-        return remaining / max(1, self.capacity)
-
     def expected_completion_s(self, rows: int, now: float) -> float:
-        return self.backlog_s(now) + self.latency.predict_s(rows)
+        """Work already queued on its device, plus this batch's predicted latency."""
+        return self.load.backlog_s(now) + self.latency.predict_s(rows)
 
     def usable(self, now: float) -> bool:
         """Closed, or open with its cool-down over (then it becomes half-open)."""

@@ -44,20 +44,22 @@ class ModelVersion:
     ) -> None:
         """Start serving: router and batch queue (the queue needs the running loop).
 
-        Every arm may run max_inflight batches side by side, so the model as a
-        whole may have that many per arm in flight: overflow can go elsewhere.
+        Each device may run max_inflight batches side by side, so the model as a
+        whole may have that many per device in flight: overflow can go to an arm
+        on another device.
         """
-        for arm in self.arms:
-            arm.capacity = max_inflight
         self._router = Router(
             f"{self.name}:{self.version}",
             self.arms,
             make_policy(self.config.routing, self.arms),
             executor,
         )
+        for arm in self.arms:
+            arm.load.capacity = max_inflight
+        devices = len({arm.device for arm in self.arms})
         self._queue = BatchQueue(
             f"{self.name}:{self.version}",
-            policy_from_config(self.config, max_inflight * len(self.arms)),
+            policy_from_config(self.config, max_inflight * devices),
             self._router.execute,
             self.stats,
             telemetry,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from infergate.gateway.core.arms import Arm
+from infergate.gateway.core.arms import Arm, DeviceLoad
 from infergate.gateway.core.errors import BackendFailed, InvalidInput, Unavailable
 from infergate.protocol import model_config_pb2 as mc
 
@@ -67,7 +67,7 @@ def by_expected_completion(arms: Sequence[Arm], rows: int, now: float) -> list[A
 
 
 class LatencyPolicy(RoutingPolicy):
-    """Least expected completion time: the arm's backlog plus its predicted latency.
+    """Least expected completion time: its device's backlog plus its predicted latency.
 
     Explores so that it notices change: an arm never measured goes first; an arm
     not run for REPROBE_AFTER_S is probed, but only while the batches spent
@@ -204,6 +204,13 @@ def make_policy(settings: mc.RoutingPolicy, arms: Sequence[Arm]) -> RoutingPolic
     raise InvalidInput(f"unknown routing policy '{name}'; use latency, fixed, round_robin or cost")
 
 
+def share_device_load(arms: Sequence[Arm]) -> None:
+    """Give arms on the same device one DeviceLoad (the first one's)."""
+    by_device: dict[str, DeviceLoad] = {}
+    for arm in arms:
+        arm.load = by_device.setdefault(arm.device, arm.load)
+
+
 class Router:
     """Runs a model's batches on its arms under a policy."""
 
@@ -219,6 +226,7 @@ class Router:
             raise ValueError("a router needs at least one arm")
         self.model = model
         self.arms = list(arms)
+        share_device_load(self.arms)
         self.policy = policy
         self._executor = executor
         self._clock = clock
@@ -257,7 +265,7 @@ class Router:
         loop = asyncio.get_running_loop()
         batch_id = next(self._batch_ids)
         submitted = time.perf_counter_ns()
-        arm.running[batch_id] = (self._clock(), arm.latency.predict_s(rows))
+        arm.load.running[batch_id] = (self._clock(), arm.latency.predict_s(rows))
 
         def run() -> tuple[Tensors, int, int, float]:
             started_ns = time.perf_counter_ns()
@@ -271,7 +279,7 @@ class Router:
         except Exception as exc:
             raise BackendFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
-            arm.running.pop(batch_id, None)
+            arm.load.running.pop(batch_id, None)
         arm.record_success(rows, seconds, self._clock())
         return Execution(outputs, arm, started_ns - submitted, int(seconds * 1e9), wall_ns)
 

@@ -147,21 +147,35 @@ def test_new_arms_are_measured_first() -> None:
     assert chosen == Counter({"a": 1, "b": 1})
 
 
-def test_overflow_goes_to_the_second_arm_exactly_when_it_finishes_sooner() -> None:
+def test_overflow_goes_to_another_device_exactly_when_it_finishes_sooner() -> None:
     clock = Clock()
-    fast, slow = arm(clock, "fast", 0.010), arm(clock, "slow", 0.025)
+    fast = arm(clock, "fast", 0.010)
+    slow = Arm("slow", "cuda:0", "fp32", TimedRuntime(clock, 0.025))
     for a in (fast, slow):
         a.record_success(8, a.runtime.fixed_s, clock.now)  # type: ignore[attr-defined]
     policy = LatencyPolicy(explore_fraction=0.0)
-    # The fast arm has one batch with 10 ms left: 10 + 10 = 20 ms < 25 ms: wait for it.
-    fast.running[1] = (clock.now, 0.010)
+    # The fast arm's device has one batch with 10 ms left: 10 + 10 = 20 ms < 25 ms.
+    fast.load.running[1] = (clock.now, 0.010)
     assert policy.order([fast, slow], 8, clock.now)[0] is fast
-    # Two batches ahead on the fast arm: 20 + 10 = 30 ms > 25 ms: overflow to slow.
-    fast.running[2] = (clock.now, 0.010)
+    # Two batches ahead there: 20 + 10 = 30 ms > 25 ms: overflow to the other device.
+    fast.load.running[2] = (clock.now, 0.010)
     assert policy.order([fast, slow], 8, clock.now)[0] is slow
-    # Half of the first is done: 15 + 10 = 25... just under once a little more passes.
+    # 6 ms later: 14 + 10 = 24 ms < 25 ms: the fast arm again.
     clock.now += 0.006
     assert policy.order([fast, slow], 8, clock.now)[0] is fast
+
+
+def test_arms_on_the_same_device_share_its_backlog_so_there_is_no_overflow() -> None:
+    clock = Clock()
+    fast, slow = arm(clock, "fast", 0.010), arm(clock, "slow", 0.025)  # both on the CPU
+    Router("m", [fast, slow], LatencyPolicy(), InlineExecutor(), clock)
+    for a in (fast, slow):
+        a.record_success(8, a.runtime.fixed_s, clock.now)  # type: ignore[attr-defined]
+    assert fast.load is slow.load
+    for batch_id in range(5):
+        fast.load.running[batch_id] = (clock.now, 0.010)
+    # Whatever is queued on the CPU is ahead of either arm: the faster one still wins.
+    assert LatencyPolicy(explore_fraction=0.0).order([fast, slow], 8, clock.now)[0] is fast
 
 
 def test_fixed_policy_sticks_to_its_arm() -> None:
