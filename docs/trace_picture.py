@@ -40,11 +40,13 @@ response_cache { enable: true }
 async def collect() -> tuple[list[ReceivedSpan], dict[str, tuple[int, int]]]:
     receiver = Receiver()
     await receiver.start()
-    os.environ.update({
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-    })
+    os.environ.update(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
         shutil.copytree(ROOT / "models" / "repository" / "digits" / "1", repo / "digits" / "1")
@@ -53,15 +55,20 @@ async def collect() -> tuple[list[ReceivedSpan], dict[str, tuple[int, int]]]:
         await server.start()
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            headers = [f"00-{i + 1:032x}-{0xc0ffee + i:016x}-01" for i in range(3)]
-            await asyncio.gather(*(
-                stub.ModelInfer(
-                    build_request("digits", {"x": np.full((1, 64), i, np.float32)},
-                                  request_id=f"request-{i}"),
-                    metadata=(("traceparent", h),),
+            headers = [f"00-{i + 1:032x}-{0xC0FFEE + i:016x}-01" for i in range(3)]
+            await asyncio.gather(
+                *(
+                    stub.ModelInfer(
+                        build_request(
+                            "digits",
+                            {"x": np.full((1, 64), i, np.float32)},
+                            request_id=f"request-{i}",
+                        ),
+                        metadata=(("traceparent", h),),
+                    )
+                    for i, h in enumerate(headers)
                 )
-                for i, h in enumerate(headers)
-            ))
+            )
         await server.stop()
     await receiver.stop()
     return receiver.spans, receiver.times
@@ -70,8 +77,10 @@ async def collect() -> tuple[list[ReceivedSpan], dict[str, tuple[int, int]]]:
 def draw(spans: list[ReceivedSpan], times: dict[str, tuple[int, int]]) -> str:
     first_trace = f"{1:032x}"
     mine = [s for s in spans if s.trace_id == first_trace]
-    root = next(s for s in mine if s.parent_span_id == f"{0xc0ffee:016x}")
-    batch = next(s for s in spans if s.name == "batch" and any(sid == root.span_id for _, sid in s.links))
+    root = next(s for s in mine if s.parent_span_id == f"{0xC0FFEE:016x}")
+    batch = next(
+        s for s in spans if s.name == "batch" and any(sid == root.span_id for _, sid in s.links)
+    )
     start = min(times[s.span_id][0] for s in [*mine, batch])
     end = max(times[s.span_id][1] for s in [*mine, batch])
     scale = WIDTH / max(1, end - start)
@@ -92,8 +101,9 @@ def draw(spans: list[ReceivedSpan], times: dict[str, tuple[int, int]]) -> str:
         f"{'span':<48} {'':>10}  |{'time ->':<{WIDTH}}|",
     ]
     lines.append(f"{root.name:<48} {ms(root)}  |{bar(root)}|")
-    children = sorted((s for s in mine if s.parent_span_id == root.span_id),
-                      key=lambda s: times[s.span_id][0])
+    children = sorted(
+        (s for s in mine if s.parent_span_id == root.span_id), key=lambda s: times[s.span_id][0]
+    )
     for child in children:
         extra = ""
         if child.name == "cache lookup":
@@ -103,10 +113,16 @@ def draw(spans: list[ReceivedSpan], times: dict[str, tuple[int, int]]) -> str:
     label = f"batch ({len(batch.links)} requests linked, {batch.attributes.get('infergate.arm')})"
     lines.append(f"{label:<48} {ms(batch)}  |{bar(batch)}|")
     lines.append("")
-    lines.append("attributes of the backend span: " + ", ".join(
-        f"{k}={v}" for k, v in sorted(next(s for s in children if s.name == "backend").attributes.items())
-    ))
-    lines.append("the batch span links to: " + ", ".join(f"{t[:8]}…/{sid}" for t, sid in batch.links))
+    lines.append(
+        "attributes of the backend span: "
+        + ", ".join(
+            f"{k}={v}"
+            for k, v in sorted(next(s for s in children if s.name == "backend").attributes.items())
+        )
+    )
+    lines.append(
+        "the batch span links to: " + ", ".join(f"{t[:8]}…/{sid}" for t, sid in batch.links)
+    )
     return "\n".join(lines)
 
 
