@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.report import BenchConfig, Column, Section, num
 from infergate.backends.base import Backend, BackendOptions
 from infergate.backends.discovery import discover
 from infergate.gateway.core import datatypes
@@ -197,3 +198,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def backends_section(config: BenchConfig, workdir: Path) -> Section:
+    """`make bench`'s per-backend table: every backend on digits and cnn, in process."""
+    section = Section(
+        key="backends",
+        title="Each backend in process (no gRPC, no batching)",
+        description=(
+            "Each demo model loaded the gateway's way and pinned to one backend at a time, "
+            "called from one thread for 2 s per batch size. Latency per call in ms."
+        ),
+        columns=[
+            Column("backend", "backend"),
+            Column("model", "model"),
+            Column("batch", "batch"),
+            Column("p50 (ms)", "p50_ms", num(3)),
+            Column("p99 (ms)", "p99_ms", num(3)),
+            Column("rows/s", "rows_per_s", num(0)),
+        ],
+    )
+    try:
+        section.rows.extend(backend_table(config.repository, duration_s=2.0))
+    except Exception as exc:  # reported in the table, not a crash of the whole run
+        section.notes.append(f"**backend table failed:** {type(exc).__name__}: {exc}")
+    return section

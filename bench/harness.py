@@ -20,13 +20,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 BIN = Path(sys.executable).parent
+METRICS_OFF = ("--metrics-port", "0")
 
 
 def log(message: str) -> None:
@@ -61,6 +62,18 @@ class Gateway:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) the gateway process has used so far; None off Linux.
+
+        Per request, it is a cost that a busy machine disturbs far less than throughput.
+        """
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        # utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def check_alive(self) -> None:
         code = self.process.poll()
         if code is not None:
@@ -78,10 +91,16 @@ def gateway(
     log_path: Path,
     *,
     serve_args: Sequence[str] = (),
+    env: Mapping[str, str | None] | None = None,
     ready_timeout_s: float = 120.0,
     grace_s: float = 5.0,
 ) -> Iterator[Gateway]:
     """Start `infergate serve` on a free port; stop it with SIGINT on the way out.
+
+    `env` changes the gateway's environment (this process's, by default): a str sets
+    a variable, None removes it (the OTEL_* variables that turn tracing on, say).
+    Prometheus metrics are off (`--metrics-port 0`) unless serve_args name a port,
+    so that gateways never fight over the default one.
 
     The gateway is stopped however the block ends, Ctrl-C included; if it ignores
     SIGINT for `grace_s` + 10 s it is killed.
@@ -100,15 +119,23 @@ def gateway(
         str(port_file),
         "--shutdown-grace-s",
         str(grace_s),
+        *([] if any(a.startswith("--metrics-port") for a in serve_args) else METRICS_OFF),
         *serve_args,
     ]
-    log(f"starting gateway: {shlex.join(command)}")
+    environ = dict(os.environ)
+    for name, value in (env or {}).items():
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
+    shown = " ".join(f"{k}={v}" for k, v in (env or {}).items() if v is not None)
+    log(f"starting gateway: {shown + ' ' if shown else ''}{shlex.join(command)}")
     with log_path.open("wb") as log_file:
         # A process group of its own: a terminal's Ctrl-C reaches only this process,
         # which then stops the gateway with one SIGINT (a second one, arriving while
         # it shuts down, would end it with 130 instead of 0).
         process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, process_group=0
+            command, stdout=log_file, stderr=subprocess.STDOUT, process_group=0, env=environ
         )
     gw = Gateway(process=process, port=0, log_path=log_path, command=command)
     try:

@@ -7,8 +7,11 @@ Prints a markdown table and writes it, with a JSON file of every number, to
 OUT/<UTC timestamp>.md and .json, and OUT/latest.md. Progress goes to stderr.
 
 A report is a list of sections. A section is a function (BenchConfig, workdir) ->
-Section that starts whatever gateways it needs (harness.gateway) and measures with
-harness.measure; register it in SECTIONS to make it selectable with --sections.
+Section (bench/report.py) that starts whatever gateways it needs (harness.gateway),
+measures with harness.measure, records failures in its rows instead of raising, and
+stops every gateway it started; register it in SECTIONS to make it selectable with
+--sections. Sections: models (here), batching (bench/batching.py), cache
+(bench/cache.py), tracing (bench/tracing.py).
 """
 
 from __future__ import annotations
@@ -21,93 +24,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from bench import harness
+from bench.backends import backends_section
+from bench.batching import batching_section
+from bench.cache import cache_section
 from bench.harness import GatewayError, PerfAnalyzerError, log
+from bench.report import BenchConfig, Column, Section, first_line, num
+from bench.routing import routing_section
+from bench.tracing import tracing_section
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    repository: Path
-    out: Path
-    models: tuple[str, ...]
-    concurrency: tuple[int, ...]
-    window_ms: int
-    stability_pct: float
-    max_trials: int
-    serve_args: tuple[str, ...]
-    perf_args: tuple[str, ...]
-    sections: tuple[str, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "repository": str(self.repository),
-            "models": list(self.models),
-            "concurrency": list(self.concurrency),
-            "window_ms": self.window_ms,
-            "stability_pct": self.stability_pct,
-            "max_trials": self.max_trials,
-            "serve_args": list(self.serve_args),
-            "perf_args": list(self.perf_args),
-            "sections": list(self.sections),
-        }
-
-
-@dataclass(frozen=True)
-class Column:
-    header: str
-    key: str
-    fmt: Callable[[Any], str] = str
-
-
-@dataclass
-class Section:
-    key: str
-    title: str
-    description: str
-    columns: list[Column]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.notes) or any(row.get("error") for row in self.rows)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "title": self.title,
-            "description": self.description,
-            "rows": self.rows,
-            "notes": self.notes,
-        }
-
-    def markdown(self) -> str:
-        lines = [f"## {self.title}", "", self.description, ""]
-        lines.append("| " + " | ".join(c.header for c in self.columns) + " |")
-        lines.append("|" + "|".join("---" for _ in self.columns) + "|")
-        for row in self.rows:
-            cells = [_cell(row.get(c.key), c.fmt) for c in self.columns]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.extend(f"\n{note}" for note in self.notes)
-        return "\n".join(lines) + "\n"
-
-
-def _cell(value: Any, fmt: Callable[[Any], str]) -> str:
-    if value is None or value == "":
-        return "-"
-    return fmt(value).replace("|", "\\|")
-
-
-def _num(decimals: int) -> Callable[[Any], str]:
-    return lambda v: f"{float(v):,.{decimals}f}"
 
 
 # ---- sections ------------------------------------------------------------------------
@@ -115,9 +46,9 @@ def _num(decimals: int) -> Callable[[Any], str]:
 PER_MODEL_COLUMNS = [
     Column("model", "model"),
     Column("concurrency", "concurrency"),
-    Column("throughput (infer/s)", "throughput", _num(1)),
-    Column("p50 (us)", "p50_us", _num(0)),
-    Column("p99 (us)", "p99_us", _num(0)),
+    Column("throughput (infer/s)", "throughput", num(1)),
+    Column("p50 (us)", "p50_us", num(0)),
+    Column("p99 (us)", "p99_us", num(0)),
     Column("note", "note"),
 ]
 
@@ -187,12 +118,11 @@ def _measure_row(
         )
     except PerfAnalyzerError as exc:
         log(f"  {model} concurrency {concurrency}: failed: {exc}")
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return {
             "model": model,
             "concurrency": concurrency,
             "error": str(exc),
-            "note": f"error: {first_line}",
+            "note": f"error: {first_line(exc)}",
         }
     log(
         f"  {model} concurrency {concurrency}: {result.throughput:,.1f} infer/s, "
@@ -204,8 +134,14 @@ def _measure_row(
     return row
 
 
+# The report's sections, in the order they run and appear; --sections picks some.
 SECTIONS: dict[str, Callable[[BenchConfig, Path], Section]] = {
     "models": models_section,
+    "batching": batching_section,
+    "cache": cache_section,
+    "backends": backends_section,
+    "routing": routing_section,
+    "tracing": tracing_section,
 }
 
 
