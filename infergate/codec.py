@@ -6,6 +6,8 @@ bytes. A BYTES element in raw form is a 4-byte little-endian length, then its by
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from infergate.gateway.core import datatypes
@@ -18,7 +20,7 @@ def decode_raw(
     name: str, datatype: datatypes.Datatype, shape: tuple[int, ...], buffer: bytes
 ) -> np.ndarray:
     """A read-only array viewing `buffer` (no copy); InvalidInput if sizes disagree."""
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     if datatype.name == "BYTES":
         return decode_bytes_elements(name, shape, count, buffer)
     expected = count * datatype.numpy.itemsize

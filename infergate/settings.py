@@ -47,7 +47,7 @@ class Settings:
     # Threads that run backend calls; runtimes drop the GIL while computing.
     worker_threads: int = 2
     # Batches of one model that may run at once; more requests wait and batch up.
-    max_inflight_batches: int = 2
+    max_inflight_batches: int = 1
     # Response cache size, shared by every model with response_cache { enable: true }.
     response_cache_mb: int = 256
     # Threads inside one runtime call (onnxruntime intra-op); 0 lets the runtime choose.

@@ -7,6 +7,7 @@ shape and datatype here, since only the wire format knows them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -76,7 +77,7 @@ def _from_contents(
     shape: tuple[int, ...],
     contents: pb.InferTensorContents,
 ) -> np.ndarray:
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     if datatype.contents_field is None:
         if count == 0:
             return np.zeros(shape, dtype=datatype.numpy)

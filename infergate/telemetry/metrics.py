@@ -182,6 +182,7 @@ class Metrics:
             buckets=_BATCH_BUCKETS,
             registry=self.registry,
         )
+        self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -190,9 +191,14 @@ class Metrics:
         self.registry.register(_CoreCollector(snapshot))
 
     def observe_request(self, model: str, code: str, seconds: float) -> None:
-        self.requests.labels(model, code).inc()
+        # Label lookups cost more than the update itself: keep the children.
+        children = self._request_children.get((model, code))
+        if children is None:
+            children = (self.requests.labels(model, code), self.request_latency.labels(model))
+            self._request_children[(model, code)] = children
+        children[0].inc()
         if code == "OK":
-            self.request_latency.labels(model).observe(seconds)
+            children[1].observe(seconds)
 
     def observe_queue(self, model: str, seconds_each: Iterable[float]) -> None:
         histogram = self.queue_latency.labels(model)

@@ -45,7 +45,7 @@ class InferenceCore:
         options: BackendOptions,
         *,
         worker_threads: int = 2,
-        max_inflight_batches: int = 2,
+        max_inflight_batches: int = 1,
         default_max_batch_size: int = 32,
         cache_max_bytes: int = 256 * 1024 * 1024,
     ) -> None:

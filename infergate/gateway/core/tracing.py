@@ -96,6 +96,9 @@ class BatchTelemetry:
             batch.set_status(Status(StatusCode.ERROR, str(error)))
         if execution is not None:
             end_ns = execution.started_wall_ns + execution.infer_ns
+            # One attribute only: each costs encoding time on every request, and the
+            # linked batch span carries the rest.
+            per_request = {"infergate.arm": execution.arm.name}
             for request in requests:
                 if request is None:
                     continue
@@ -103,7 +106,7 @@ class BatchTelemetry:
                     "backend",
                     context=request.context,
                     start_time=execution.started_wall_ns,
-                    attributes=attributes,
+                    attributes=per_request,
                 )
                 backend.end(end_time=end_ns)
         batch.end(end_time=time.time_ns())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
 
 import grpc
 from opentelemetry import trace
@@ -23,6 +24,33 @@ from infergate.telemetry import Metrics, Tracing
 UNKNOWN_MODEL = "_unknown"  # metric label for names the gateway does not serve
 
 
+class _Timed:
+    """The untraced path: only the request's metrics, at the least cost per request."""
+
+    __slots__ = ("_metrics", "_model", "_started")
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._metrics = metrics
+        self._model = model
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            code = "OK"
+        elif isinstance(exc, GatewayError):
+            code = status_code(exc).name
+        elif isinstance(exc, Exception):
+            code = grpc.StatusCode.INTERNAL.name
+        else:
+            return  # cancelled: the caller left, no status to count
+        self._metrics.observe_request(self._model, code, time.perf_counter() - self._started)
+
+
 class InferenceObserver:
     def __init__(self, tracing: Tracing, metrics: Metrics, is_known: Callable[[str], bool]) -> None:
         self._tracing = tracing
@@ -30,16 +58,27 @@ class InferenceObserver:
         self._metrics = metrics
         self._is_known = is_known
 
-    @contextlib.contextmanager
     def request(
         self,
         message: pb.ModelInferRequest,
         metadata: Iterable[tuple[str, str | bytes]] | None,
         rpc: str = "ModelInfer",
-    ) -> Iterator[trace.Span]:
-        started = time.perf_counter()
+    ) -> contextlib.AbstractContextManager[object]:
         # A garbage model name must not become a metric label of its own.
         model = message.model_name if self._is_known(message.model_name) else UNKNOWN_MODEL
+        if not self._tracing.enabled:
+            return _Timed(self._metrics, model)
+        return self._traced(message, metadata, rpc, model)
+
+    @contextlib.contextmanager
+    def _traced(
+        self,
+        message: pb.ModelInferRequest,
+        metadata: Iterable[tuple[str, str | bytes]] | None,
+        rpc: str,
+        model: str,
+    ) -> Iterator[trace.Span]:
+        started = time.perf_counter()
         with self._tracer.start_as_current_span(
             f"inference.GRPCInferenceService/{rpc}",
             context=self._tracing.extract(metadata),
