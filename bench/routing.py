@@ -31,9 +31,10 @@ from infergate.gateway.core.spec import TensorSpec
 
 MODEL = "cnn"
 CONCURRENCY = 16
-STEADY_S = 4.0
+STEADY_S = 5.0
 SLOWDOWN_RUN_S = 8.0
-SLOWDOWN_FACTOR = 3.0
+SLOWDOWN_FACTOR = 5.0
+SLOWDOWN_AT = 0.25  # of the run
 
 COLUMNS = [
     Column("run", "run"),
@@ -176,8 +177,8 @@ async def _run(config: BenchConfig, workdir: Path, section: Section) -> None:
             arm = next(a for a in model.arms if a.backend == preferred)
             wrapper = Slowable(arm.runtime, SLOWDOWN_FACTOR)
             arm.runtime = wrapper
-            wrapper.slow_from = time.monotonic() + SLOWDOWN_RUN_S / 2
-            log(f"  routing slowdown: {twin} ({preferred} slows {SLOWDOWN_FACTOR:g}x halfway) ...")
+            wrapper.slow_from = time.monotonic() + SLOWDOWN_RUN_S * SLOWDOWN_AT
+            log(f"  routing slowdown: {twin} ({preferred} slows {SLOWDOWN_FACTOR:g}x) ...")
             slowed[twin] = await _drive(core, twin, SLOWDOWN_RUN_S)
             arm.runtime = wrapper.inner
         reference = slowed[f"fixed_{preferred}"]["throughput"]
@@ -189,9 +190,21 @@ async def _run(config: BenchConfig, workdir: Path, section: Section) -> None:
             )
             section.rows.append(row)
         gain = slowed["latency"]["throughput"] / reference
+        # What switching at once to the best other arm would give, by the steady figures.
+        fixed_rps = {
+            t.removeprefix("fixed_"): steady[t]["throughput"] for t in steady if t != "latency"
+        }
+        best_rps = fixed_rps[preferred]
+        second = max(v for k, v in fixed_rps.items() if k != preferred)
+        static = SLOWDOWN_AT * best_rps + (1 - SLOWDOWN_AT) * best_rps / SLOWDOWN_FACTOR
+        oracle = SLOWDOWN_AT * best_rps + (1 - SLOWDOWN_AT) * max(
+            second, best_rps / SLOWDOWN_FACTOR
+        )
         section.remarks.append(
             f"Slowdown: latency policy {gain:.2f}x the static choice of {preferred} over the run "
-            f"(target >= 1.5x: {'met' if gain >= 1.5 else 'MISSED'})."
+            f"(target >= 1.5x: {'met' if gain >= 1.5 else 'MISSED'}); an oracle switching at once "
+            f"to the next-best arm ({second / best_rps:.2f}x as fast when steady) would reach "
+            f"about {oracle / static:.2f}x."
         )
     finally:
         await core.aclose()

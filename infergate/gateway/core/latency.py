@@ -4,8 +4,8 @@ Fitted by exponentially weighted least squares over (rows, seconds) samples, so
 recent batches count most and a change in speed shows within a few batches. When
 recent batches all had the same size the slope cannot be fitted; the slope from
 earlier (the load-time profile over several sizes) is kept and only the fixed part
-moves. A sample far from the prediction is taken as a change of regime and
-outweighs the history. Recent raw latencies are kept for p50/p95 reporting.
+moves. Samples far from the prediction twice in a row are taken as a change of
+regime and outweigh the history. Recent raw latencies are kept for p50/p95 reporting.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import numpy as np
 
 # Weight of the newest sample; 0.25 means a 3x slowdown dominates after ~3 batches.
 DEFAULT_ALPHA = 0.25
-# A sample more than this factor away from the prediction signals a change of
-# regime (the arm got much slower or faster): history then counts for little, so a
-# single probe of an arm that improved while unused is enough to bring it back.
+# Two samples in a row more than this factor away from the prediction signal a
+# change of regime (the arm got much slower or faster): history then counts for
+# little. One such sample alone is taken as noise (a stall on a busy machine), so a
+# single outlier cannot flip the router's choice.
 CHANGE_RATIO = 2.0
+CHANGE_SAMPLES = 2
 CHANGE_KEEP = 0.1
 _RECENT = 256
 
@@ -46,7 +48,8 @@ class LatencyModel:
         self._fixed_s = 0.0
         self._per_row_s = 0.0
         self.samples = 0
-        self._min_rows = 1 << 62
+        self._deviations = 0  # samples in a row far from the prediction
+        self._min_rows = 1 << 62  # batch sizes seen so far
         self._max_rows = 0
         self._recent: deque[float] = deque(maxlen=_RECENT)
 
@@ -59,13 +62,20 @@ class LatencyModel:
 
     def observe(self, rows: int, seconds: float) -> None:
         keep = 1.0 - self.alpha
-        if self.samples:
+        # Only a size already seen can signal a change: a new size is extrapolation.
+        if self.samples and self._min_rows <= rows <= self._max_rows:
             predicted = self.predict_s(rows)
-            if (
-                predicted > 0
-                and not predicted / CHANGE_RATIO <= seconds <= predicted * CHANGE_RATIO
+            if predicted > 0 and not (
+                predicted / CHANGE_RATIO <= seconds <= predicted * CHANGE_RATIO
             ):
-                keep *= CHANGE_KEEP
+                self._deviations += 1
+                if self._deviations >= CHANGE_SAMPLES:
+                    keep *= CHANGE_KEEP
+                    self._deviations = 0
+            else:
+                self._deviations = 0
+        self._min_rows = min(self._min_rows, rows)
+        self._max_rows = max(self._max_rows, rows)
         self._w = self._w * keep + 1.0
         self._x = self._x * keep + rows
         self._y = self._y * keep + seconds

@@ -25,12 +25,17 @@ def test_one_size_only_keeps_the_slope_learned_earlier() -> None:
     assert model.predict_s(8) == pytest.approx(0.0108, rel=0.02)
 
 
-def test_a_change_of_regime_shows_in_one_sample() -> None:
+def test_a_change_of_regime_shows_in_two_samples_and_one_outlier_is_noise() -> None:
     model = LatencyModel()
     for _ in range(20):
         model.observe(8, 0.010)
+    model.observe(8, 0.100)  # one stall
+    assert model.predict_s(8) < 0.040
+    model.observe(8, 0.010)
     model.observe(8, 0.001)
+    model.observe(8, 0.001)  # faster now, twice in a row
     assert model.predict_s(8) < 0.004
+    model.observe(8, 0.030)
     model.observe(8, 0.030)
     assert model.predict_s(8) > 0.015
 
