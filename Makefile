@@ -25,7 +25,9 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# `convert` (tensorflow) rebuilds the committed .tflite demo files; the tests
+	# check that it still reproduces them. Serving needs LiteRT only.
+	$(BIN)/python -m pip install --quiet -e '.[dev,convert]'
 	touch $(STAMP)
 
 # perf_analyzer (shipped in tritonclient's wheel) links against libb64.
