@@ -15,9 +15,8 @@ Two parts, in one run, on a model served by every installed backend (arms):
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,10 @@ import numpy as np
 
 from bench.harness import log
 from bench.report import BenchConfig, Column, Section, num
-from infergate.backends.base import BackendOptions, LoadedModel
+from infergate.backends.base import BackendOptions, LoadedModel, WrappedModel
 from infergate.backends.discovery import discover
 from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.core.request import InferRequest, InputTensor
-from infergate.gateway.core.spec import TensorSpec
 
 MODEL = "cnn"
 CONCURRENCY = 16
@@ -49,26 +47,13 @@ COLUMNS = [
 ]
 
 
-class Slowable(LoadedModel):
+class Slowable(WrappedModel):
     """Wraps a runtime; once `slow_from` passes, each call takes `factor` times longer."""
 
     def __init__(self, inner: LoadedModel, factor: float) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.factor = factor
         self.slow_from = float("inf")
-        self._lock = threading.Lock()
-
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self.inner.inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self.inner.outputs
-
-    @property
-    def device(self) -> str:
-        return self.inner.device
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
@@ -77,9 +62,6 @@ class Slowable(LoadedModel):
             # Sleeping releases the GIL and the cores: the arm is slower, not the machine.
             time.sleep((time.perf_counter() - started) * (self.factor - 1))
         return outputs
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _repository(source: Path, dest: Path, policies: Mapping[str, str]) -> None:

@@ -115,3 +115,29 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def load(self, artifact: Path, options: BackendOptions) -> LoadedModel:
         """Load an artifact; raises ModelLoadError with a clear reason on failure."""
+
+
+class WrappedModel(LoadedModel):
+    """A loaded model that forwards everything to another: subclass it to change
+    one thing (count calls, add latency, inject failures) by composition."""
+
+    def __init__(self, inner: LoadedModel) -> None:
+        self.inner = inner
+
+    @property
+    def inputs(self) -> Sequence[TensorSpec]:
+        return self.inner.inputs
+
+    @property
+    def outputs(self) -> Sequence[TensorSpec]:
+        return self.inner.outputs
+
+    @property
+    def device(self) -> str:
+        return self.inner.device
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.inner.infer(inputs)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from infergate.backends.base import Backend, BackendOptions, LoadedModel
+from infergate.backends.base import Backend, BackendOptions, LoadedModel, WrappedModel
 from infergate.backends.discovery import discover
 from infergate.gateway.core.loader import load_model
 from infergate.gateway.core.repository import ModelSource, read_model
-from infergate.gateway.core.spec import ModelSpec, TensorSpec
+from infergate.gateway.core.spec import ModelSpec
 from infergate.protocol import model_config_pb2 as mc
 from tests.conftest import DEMO_REPOSITORY
 
@@ -114,28 +114,13 @@ class Counting(Backend):
         return sum(m.calls for m in self.loaded)
 
 
-class CountingModel(LoadedModel):
+class CountingModel(WrappedModel):
     def __init__(self, inner: LoadedModel) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.calls = 0
         self._lock = threading.Lock()
-
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self.inner.inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self.inner.outputs
-
-    @property
-    def device(self) -> str:
-        return self.inner.device
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._lock:
             self.calls += 1
         return self.inner.infer(inputs)
-
-    def close(self) -> None:
-        self.inner.close()

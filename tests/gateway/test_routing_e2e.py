@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from infergate.backends.base import LoadedModel
+from infergate.backends.base import LoadedModel, WrappedModel
 from infergate.clients import AsyncClient
 from infergate.gateway.core.arms import Circuit
-from infergate.gateway.core.spec import TensorSpec
 from infergate.gateway.server import GatewayServer
 from infergate.protocol import model_config_pb2 as mc
 from infergate.settings import Settings
@@ -91,47 +90,20 @@ async def test_policy_changes_live_to_a_fixed_arm(served: GatewayServer) -> None
     assert ran["openvino/cpu/fp32"] == sum(ran.values()) > 0
 
 
-class Slowed(LoadedModel):
+class Slowed(WrappedModel):
     """A real arm made slower: each call also sleeps (as a slower device would)."""
 
     def __init__(self, inner: LoadedModel, delay_s: float) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.delay_s = delay_s
-
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self.inner.inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self.inner.outputs
-
-    @property
-    def device(self) -> str:
-        return self.inner.device
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         time.sleep(self.delay_s)
         return self.inner.infer(inputs)
 
 
-class Broken(LoadedModel):
+class Broken(WrappedModel):
     """A real arm that starts failing: its runtime raises on every call."""
-
-    def __init__(self, inner: LoadedModel) -> None:
-        self.inner = inner
-
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self.inner.inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self.inner.outputs
-
-    @property
-    def device(self) -> str:
-        return self.inner.device
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise RuntimeError("device lost")
