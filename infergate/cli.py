@@ -168,7 +168,7 @@ def _infer(args: argparse.Namespace) -> int:
             return 2
         try:
             inputs[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
             print(f"infergate: cannot read {path}: {exc}", file=sys.stderr)
             return 2
     with Client(args.url, timeout_s=args.timeout_s) as client:

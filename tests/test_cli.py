@@ -85,6 +85,15 @@ def test_serve_infer_then_stop_gracefully_on_sigterm(
         timeout=60,
     )
     assert bad.returncode == 1 and "NOT_FOUND" in bad.stderr
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    unreadable = subprocess.run(
+        [str(BIN), "infer", "digits", "--url", f"127.0.0.1:{port}", "--input", f"x={empty}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unreadable.returncode == 2 and "cannot read" in unreadable.stderr
 
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
