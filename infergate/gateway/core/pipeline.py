@@ -112,26 +112,37 @@ class InferenceCore:
         return self.registry.get(name, version)
 
     def snapshot(self) -> Snapshot:
-        """The figures metrics report at scrape time (called from the metrics thread:
-        reads only, and tolerates a model coming or going meanwhile)."""
+        """The figures metrics report at scrape time.
+
+        Called from the metrics thread while the event loop may add or remove a
+        model: reads only, and reads again if the registry changed underneath.
+        """
+        for _ in range(3):
+            try:
+                return self._snapshot()
+            except RuntimeError:  # "dictionary changed size during iteration"
+                continue
+        return self._snapshot()
+
+    def _snapshot(self) -> Snapshot:
         models = []
         states: dict[str, int] = {}
         for entry in list(self.registry):
             states[entry.state.value] = states.get(entry.state.value, 0) + 1
             for model in list(entry.versions.values()):
-                queue = model._queue
-                router = model._router
+                # Every version in the registry was started before it got there.
+                queue, router = model.queue, model.router
                 models.append(
                     ModelSnapshot(
                         model=model.name,
                         version=model.version,
-                        queue_depth=queue.depth if queue else 0,
-                        inflight_batches=queue.inflight if queue else 0,
+                        queue_depth=queue.depth,
+                        inflight_batches=queue.inflight,
                         cache_hits=model.stats.cache_hit.count,
                         cache_misses=model.stats.cache_miss.count,
                         inference_count=model.stats.inference_count,
                         execution_count=model.stats.execution_count,
-                        arms=router.describe() if router else [],
+                        arms=router.describe(),
                     )
                 )
         return Snapshot(
