@@ -178,10 +178,11 @@ class InferenceCore:
 
         if not model.config.response_cache.enable or parameters.get(CACHE_BYPASS) is True:
             return await compute()
+        # The lookup span covers hashing the inputs too: for big tensors that is the cost.
+        span = self._tracer.start_span("cache lookup") if self._tracing else None
         key = cache_key(model.name, model.version, request.inputs, names)
         lookup_ns = time.perf_counter_ns() - started
         ttl_s = model.config.response_cache_ttl_ms / 1000
-        span = self._tracer.start_span("cache lookup") if self._tracing else None
 
         def looked_up(hit: bool) -> None:
             if span is not None:
