@@ -63,7 +63,7 @@ DELAY_WHY = (
     "so 500, 2000 and 5000 us gave the same mlp_large batches (about 15 rows at "
     "concurrency 32, 8 at 16) and the same throughput within the smoke runs' noise. The "
     "delay only sets how long a request waits for company on an idle model (and the "
-    "batcher skips it where the model's measured fixed cost per call is below one row's "
+    "batcher skips it where the model's measured fixed cost per call is below a tenth of one row's "
     "cost, as for a compute-bound net): 2000 us is about a tenth of a 16-row mlp_large "
     "call on one thread, so a lone request loses little, while 5000 us would add up to "
     "5 ms at low load for no gain."

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 DEFAULT_EXPLORE_FRACTION = 0.05
 # An arm not run for this long is due a probe (within the exploration budget).
 REPROBE_AFTER_S = 2.0
+# Waiting for a batch pays unless the fixed cost per call is below this share of
+# one row's cost (see Router.waiting_pays).
+WAIT_PAYS_FIXED_SHARE = 0.1
 # How often the router may log a change of preferred arm, per model.
 LOG_INTERVAL_S = 10.0
 
@@ -287,14 +290,15 @@ class Router:
         """Whether batching saves time on the arm likely to run the next batch.
 
         A batch of n rows costs fixed + n * per_row; stacking n requests saves
-        (n - 1) * fixed. When the fixed part is below one row's cost, waiting for
-        company costs the waiting request more than the batch can win back.
+        (n - 1) * fixed. Only when the fixed part is well below one row's cost (a
+        tenth: profiles of tiny models are noisy) is waiting for company sure to
+        cost the waiting request more than the batch can win back.
         """
         now = self._clock()
         usable = [a for a in self.arms if a.usable(now)] or self.arms
         best = min(usable, key=lambda a: a.latency.predict_s(1))
         fit = best.latency.fit
-        return fit.samples == 0 or fit.fixed_s >= fit.per_row_s
+        return fit.samples == 0 or fit.fixed_s >= WAIT_PAYS_FIXED_SHARE * fit.per_row_s
 
     def _note_preference(self, arm: Arm, now: float) -> None:
         if arm.name == self._preferred or now - self._logged_at < LOG_INTERVAL_S:
