@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (PEM)")
     serve.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     serve.add_argument("--tls-client-ca", type=Path, help="require client certificates it signed")
+    serve.add_argument(
+        "--tracing",
+        choices=("on", "off"),
+        help="force tracing on or off (default: on when OTEL_EXPORTER_OTLP_ENDPOINT is set)",
+    )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once ready")
     serve.set_defaults(run=_serve)
@@ -121,6 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        tracing=None if args.tracing is None else args.tracing == "on",
     )
     logging.basicConfig(
         level=settings.log_level.upper(),

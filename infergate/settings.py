@@ -25,7 +25,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the gateway can be configured with; see docs/configuration.md."""
+    """Everything the gateway can be configured with; see README.md, "Configuration"."""
 
     # Listener.
     host: str = "127.0.0.1"

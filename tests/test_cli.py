@@ -133,3 +133,15 @@ def test_a_bad_environment_value_is_a_clear_error() -> None:
         env={**os.environ, "INFERGATE_PORT": "eighty"},
     )
     assert result.returncode == 2 and "INFERGATE_PORT" in result.stderr
+
+
+def test_the_tracing_flag_parses_to_the_setting() -> None:
+    from infergate.cli import _parser
+
+    parser = _parser()
+    assert parser.parse_args(["serve", "--tracing", "on"]).tracing == "on"
+    assert parser.parse_args(["serve"]).tracing is None
+    result = subprocess.run(
+        [str(BIN), "serve", "--tracing", "maybe"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "--tracing" in result.stderr
