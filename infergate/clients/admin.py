@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from infergate.clients.client import InferenceError
+from infergate.clients.client import InferenceError, rpc_error
 from infergate.protocol import admin_pb2 as apb
 from infergate.protocol import admin_pb2_grpc as apb_grpc
 from infergate.protocol import model_config_pb2 as mc
@@ -98,12 +98,6 @@ def _artifacts(files: Mapping[str, Path] | Sequence[Artifact]) -> list[Artifact]
     return list(files)
 
 
-def _error(exc: grpc.RpcError) -> AdminError:
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    return AdminError(code, details or "")
-
-
 def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
@@ -148,7 +142,7 @@ class AdminClient:
         try:
             return getattr(self._stub, method)(request, timeout=timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise _error(exc) from None
+            raise rpc_error(exc, AdminError) from None
 
     def register(
         self,
@@ -218,7 +212,7 @@ class AsyncAdminClient:
                 request, timeout=timeout_s, metadata=self._metadata
             )
         except grpc.RpcError as exc:
-            raise _error(exc) from None
+            raise rpc_error(exc, AdminError) from None
 
     async def register(
         self,

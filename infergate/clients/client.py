@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -92,10 +92,14 @@ def parse_response(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
     return outputs
 
 
-def _error(exc: grpc.RpcError) -> InferenceError:
+E = TypeVar("E", bound=InferenceError)
+
+
+def rpc_error(exc: grpc.RpcError, kind: type[E]) -> E:
+    """The client's exception for a failed call, with its gRPC status and details."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
-    return InferenceError(code, details or "")
+    return kind(code, details or "")
 
 
 class Client:
@@ -121,7 +125,7 @@ class Client:
         try:
             return getattr(self._stub, method)(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
-            raise _error(exc) from None
+            raise rpc_error(exc, InferenceError) from None
 
     def is_server_live(self) -> bool:
         return bool(self._call("ServerLive", pb.ServerLiveRequest()).live)
@@ -185,7 +189,7 @@ class AsyncClient:
         try:
             return await getattr(self._stub, method)(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
-            raise _error(exc) from None
+            raise rpc_error(exc, InferenceError) from None
 
     async def is_server_ready(self) -> bool:
         return bool((await self._call("ServerReady", pb.ServerReadyRequest())).ready)

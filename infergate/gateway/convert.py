@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -185,7 +184,3 @@ def repository_index(rows: Iterable[IndexEntry]) -> pb.RepositoryIndexResponse:
     for row in rows:
         response.models.add(name=row.name, version=row.version, state=row.state, reason=row.reason)
     return response
-
-
-def string_parameters(values: Mapping[str, Any]) -> dict[str, pb.InferParameter]:
-    return {k: pb.InferParameter(string_param=str(v)) for k, v in values.items()}

@@ -10,7 +10,7 @@ import pytest
 
 from infergate.backends.base import BackendOptions
 from infergate.gateway.core.errors import ModelLoadError
-from infergate.gateway.core.loader import choose_backend, load_model
+from infergate.gateway.core.loader import choose_backends, load_model
 from infergate.gateway.core.repository import parse_config, read_model
 from infergate.gateway.core.spec import TensorSpec
 from tests.backends.support import BACKENDS
@@ -36,7 +36,7 @@ def model_dir(tmp_path: Path, config: str | None, files: tuple[str, ...]) -> Pat
 
 def chosen(tmp_path: Path, config: str | None, files: tuple[str, ...] = ()) -> str:
     repo = model_dir(tmp_path, config, files or ("model.onnx", "model.tflite"))
-    return choose_backend(read_model(repo, "m"), BACKENDS).name
+    return choose_backends(read_model(repo, "m"), BACKENDS)[0].name
 
 
 @needs_all

@@ -80,11 +80,6 @@ def choose_backends(source: ModelSource, backends: Mapping[str, Backend]) -> lis
     )
 
 
-def choose_backend(source: ModelSource, backends: Mapping[str, Backend]) -> Backend:
-    """The preferred backend: the pinned one, else the first allowed that can load."""
-    return choose_backends(source, backends)[0]
-
-
 def load_model(
     source: ModelSource,
     backends: Mapping[str, Backend],

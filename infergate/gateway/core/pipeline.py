@@ -173,7 +173,7 @@ class InferenceCore:
         async def compute() -> tuple[OutputTensor, ...]:
             inputs = {t.name: t.data for t in request.inputs}
             outputs = await model.queue.submit(inputs, rows, request.timeout_s, requested_timeout_s)
-            datatypes = {t.name: t.datatype for t in model.spec.outputs}
+            datatypes = model.spec.output_datatypes
             return tuple(OutputTensor(n, datatypes[n], outputs[n]) for n in names)
 
         if not model.config.response_cache.enable or parameters.get(CACHE_BYPASS) is True:

@@ -47,7 +47,6 @@ class Execution:
 
     outputs: Tensors
     arm: Arm
-    queue_ns: int  # waiting for a worker thread
     infer_ns: int  # in the runtime
     started_wall_ns: int  # time.time_ns() when the runtime started, for spans
 
@@ -267,24 +266,22 @@ class Router:
     async def _run(self, arm: Arm, inputs: Tensors, rows: int) -> Execution:
         loop = asyncio.get_running_loop()
         batch_id = next(self._batch_ids)
-        submitted = time.perf_counter_ns()
         arm.load.running[batch_id] = (self._clock(), arm.latency.predict_s(rows))
 
-        def run() -> tuple[Tensors, int, int, float]:
-            started_ns = time.perf_counter_ns()
+        def run() -> tuple[Tensors, int, float]:
             wall_ns = time.time_ns()
             start = self._clock()
             outputs = arm.runtime.infer(inputs)
-            return outputs, started_ns, wall_ns, self._clock() - start
+            return outputs, wall_ns, self._clock() - start
 
         try:
-            outputs, started_ns, wall_ns, seconds = await loop.run_in_executor(self._executor, run)
+            outputs, wall_ns, seconds = await loop.run_in_executor(self._executor, run)
         except Exception as exc:
             raise BackendFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
             arm.load.running.pop(batch_id, None)
         arm.record_success(rows, seconds, self._clock())
-        return Execution(outputs, arm, started_ns - submitted, int(seconds * 1e9), wall_ns)
+        return Execution(outputs, arm, int(seconds * 1e9), wall_ns)
 
     def waiting_pays(self) -> bool:
         """Whether batching saves time on the arm likely to run the next batch.

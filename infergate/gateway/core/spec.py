@@ -8,6 +8,7 @@ ModelConfig dims, which leave it out.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,6 +41,11 @@ class ModelSpec:
 
     def output_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.outputs)
+
+    @functools.cached_property
+    def output_datatypes(self) -> dict[str, str]:
+        """Output name -> datatype; computed once, read by every request."""
+        return {t.name: t.datatype for t in self.outputs}
 
 
 def spec_from_config(config: mc.ModelConfig) -> ModelSpec:

@@ -45,7 +45,7 @@ class FakeRuntime:
         if self.fail_when is not None and (x == self.fail_when).any():
             raise BackendFailed("runtime exploded on cue")
         y = x * 2
-        return Execution({"y": y[:-1] if self.bad_rows else y}, ARM, 0, 1000, 0)
+        return Execution({"y": y[:-1] if self.bad_rows else y}, ARM, 1000, 0)
 
     def rows_per_batch(self) -> list[int]:
         return [len(b) for b in self.batches]
