@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--default-max-batch-size", type=int)
     serve.add_argument("--no-gpu", action="store_true", help="never use GPU providers")
     serve.add_argument(
+        "--gil-switch-interval-us",
+        type=int,
+        help="longest a busy event loop keeps a runtime thread waiting for the GIL "
+        "(default 250; 0: Python's 5000)",
+    )
+    serve.add_argument(
         "--metrics-port", type=int, help="Prometheus /metrics port (default 8002; 0: off)"
     )
     serve.add_argument("--metrics-host", help="address for /metrics (default 127.0.0.1)")
@@ -115,6 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
         shutdown_grace_s=args.shutdown_grace_s,
         default_max_batch_size=args.default_max_batch_size,
         use_gpu=False if args.no_gpu else None,
+        gil_switch_interval_us=args.gil_switch_interval_us,
         log_level=args.log_level,
         admin_token_file=args.admin_token_file,
         insecure_admin=True if args.insecure_admin else None,
@@ -133,6 +140,8 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from infergate.gateway.server import GatewayServer
+
+    apply_gil_switch_interval(settings)
 
     async def run() -> None:
         server = GatewayServer(settings)
@@ -161,6 +170,17 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"infergate: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def apply_gil_switch_interval(settings: Settings) -> None:
+    """Set the interpreter's switch interval (the serving process is the gateway's own)."""
+    interval_us = settings.gil_switch_interval_us
+    if interval_us < 0:
+        raise SettingsError(
+            f"gil_switch_interval_us must be >= 0 (0 keeps Python's default), not {interval_us}"
+        )
+    if interval_us:
+        sys.setswitchinterval(interval_us / 1e6)
 
 
 def _infer(args: argparse.Namespace) -> int:

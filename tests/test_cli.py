@@ -145,3 +145,19 @@ def test_the_tracing_flag_parses_to_the_setting() -> None:
         [str(BIN), "serve", "--tracing", "maybe"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2 and "--tracing" in result.stderr
+
+
+def test_serve_sets_the_gil_switch_interval_from_settings() -> None:
+    from infergate.cli import apply_gil_switch_interval
+    from infergate.settings import Settings, SettingsError
+
+    before = sys.getswitchinterval()
+    try:
+        apply_gil_switch_interval(Settings(gil_switch_interval_us=1234))
+        assert sys.getswitchinterval() == pytest.approx(0.001234)
+        apply_gil_switch_interval(Settings(gil_switch_interval_us=0))  # 0: left as it is
+        assert sys.getswitchinterval() == pytest.approx(0.001234)
+        with pytest.raises(SettingsError, match="gil_switch_interval_us"):
+            apply_gil_switch_interval(Settings(gil_switch_interval_us=-1))
+    finally:
+        sys.setswitchinterval(before)

@@ -23,7 +23,6 @@ bound, deadlines and statistics identical.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -120,13 +119,12 @@ class BatchQueue:
         # model computes a batch of 8 about as fast as 8 single rows).
         self._waiting_pays = waiting_pays
         self._queue: deque[_Pending] = deque()
-        self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(max(1, policy.max_inflight))
+        self._loop = asyncio.get_running_loop()
+        self._executing = 0  # batches holding an execution slot
         self._running: set[asyncio.Task[None]] = set()
+        self._dispatch_soon: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the oldest request's delay
         self._closing = False
-        self._scheduler = asyncio.get_running_loop().create_task(
-            self._schedule(), name=f"batcher-{name}"
-        )
 
     # ---- public ------------------------------------------------------------------
 
@@ -142,7 +140,7 @@ class BatchQueue:
     def update_policy(self, policy: BatchPolicy) -> None:
         """Change batching live; takes effect from the next batch formed."""
         self.policy = policy
-        self._wakeup.set()
+        self._kick()
 
     async def submit(
         self,
@@ -179,7 +177,8 @@ class BatchQueue:
             trace=self._telemetry.enqueued(),
         )
         self._queue.append(item)
-        self._wakeup.set()
+        if self._executing < self._max_inflight():
+            self._kick()  # with every slot busy, the batch's end dispatches instead
         try:
             if item.deadline is None:
                 return await item.future
@@ -210,50 +209,77 @@ class BatchQueue:
             raise
 
     async def aclose(self, drain: bool = True) -> None:
-        """Stop taking requests; finish (drain) or fail what is queued; stop the task."""
+        """Stop taking requests; finish (drain) or fail what is queued; stop the tasks."""
         self._closing = True
         if drain:
             while self._queue or self._running:
-                self._wakeup.set()
+                self._dispatch()
                 await asyncio.sleep(0.001)
         for item in self._queue:
             if not item.future.done():
                 item.future.set_exception(Unavailable(f"model '{self.name}' was unloaded"))
         self._queue.clear()
-        self._scheduler.cancel()
-        running = [self._scheduler, *self._running]
+        for handle in (self._timer, self._dispatch_soon):
+            if handle is not None:
+                handle.cancel()
+        running = list(self._running)
+        for task in running:
+            task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
 
     # ---- scheduling ---------------------------------------------------------------
+    #
+    # No scheduler task: batches are dispatched on events. A request arriving with a
+    # slot free dispatches once per loop iteration (so a burst that arrives together
+    # is seen together); a batch leaving its slot dispatches at once, before its own
+    # requests are answered, so the runtime starts on the next batch while the event
+    # loop encodes and sends this one's responses (answering 16 requests first left
+    # the runtime idle for about 3 ms of every 15 ms mlp_large batch); a timer
+    # dispatches when the oldest request's delay is up.
 
-    async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            self._drop_finished(loop.time())
+    def _max_inflight(self) -> int:
+        return max(1, self.policy.max_inflight)
+
+    def _kick(self) -> None:
+        """Dispatch on the next loop iteration (once, however many ask)."""
+        if self._dispatch_soon is None:
+            self._dispatch_soon = self._loop.call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        """Start every batch that should go now, as far as the slots allow."""
+        if self._dispatch_soon is not None:
+            self._dispatch_soon.cancel()
+            self._dispatch_soon = None
+        while self._queue and self._executing < self._max_inflight():
+            now = self._loop.time()
+            self._drop_finished(now)
             if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch, wait_s = self._form_batch(loop.time())
+                return
+            batch, wait_s = self._form_batch(now)
             if batch is None:
-                self._wakeup.clear()
-                # Sleep until the oldest request's delay is up, or something changes.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), wait_s)
-                continue
-            await self._slots.acquire()
-            # While we waited for a slot more requests may have arrived: re-form so
-            # the batch is as large as the queue now allows.
-            self._drop_finished(loop.time())
-            batch, _ = self._form_batch(loop.time(), force=True)
-            if not batch:
-                self._slots.release()
-                continue
+                self._wake_at(now + wait_s)
+                return
             for item in batch:
                 self._queue.remove(item)
-            task = loop.create_task(self._run(batch))
+            self._executing += 1
+            task = self._loop.create_task(self._run(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+
+    def _wake_at(self, when: float) -> None:
+        if self._timer is not None:
+            if self._timer.when() <= when:
+                return  # an earlier wake-up is already set
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
+
+    def _release_slot(self) -> None:
+        self._executing -= 1
+        self._dispatch()
 
     def _drop_finished(self, now: float) -> None:
         """Forget cancelled requests; fail those whose deadline passed in the queue."""
@@ -272,7 +298,7 @@ class BatchQueue:
             kept.append(item)
         self._queue = kept
 
-    def _form_batch(self, now: float, force: bool = False) -> tuple[list[_Pending] | None, float]:
+    def _form_batch(self, now: float) -> tuple[list[_Pending] | None, float]:
         """The batch to send now (None: wait that many seconds first)."""
         policy = self.policy
         oldest = self._queue[0]
@@ -292,9 +318,9 @@ class BatchQueue:
                 best_preferred = len(batch)
         if rows >= policy.max_batch_size:
             return batch, 0.0
-        if best_preferred is not None and not force:
+        if best_preferred is not None:
             return batch[:best_preferred], 0.0
-        if force or not self._waiting_pays():
+        if not self._waiting_pays():
             return batch, 0.0
         waited_s = (time.perf_counter_ns() - oldest.enqueued_ns) / 1e9
         remaining_s = policy.max_queue_delay_s - waited_s
@@ -303,12 +329,21 @@ class BatchQueue:
         return None, remaining_s
 
     async def _run(self, batch: list[_Pending]) -> None:
-        try:
-            await self._run_batch(batch)
-        finally:
-            self._slots.release()
+        """Run one batch in its slot; the slot is freed as soon as the runtime is done."""
+        released = False
 
-    async def _run_batch(self, batch: list[_Pending]) -> None:
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._release_slot()
+
+        try:
+            await self._run_batch(batch, release)
+        finally:
+            release()
+
+    async def _run_batch(self, batch: list[_Pending], release: Callable[[], None]) -> None:
         # The last look before paying for compute: callers that left are dropped.
         batch = [item for item in batch if not item.future.done()]
         if not batch:
@@ -331,7 +366,10 @@ class BatchQueue:
         input_ns = time.perf_counter_ns() - started
         traces = [item.trace for item in batch]
         try:
-            execution = await self._execute(stacked)
+            try:
+                execution = await self._execute(stacked)
+            finally:
+                release()  # the next batch starts now, while this one is answered
             split_started = time.perf_counter_ns()
             parts = _split(execution.outputs, [item.rows for item in batch], self.name)
         except GatewayError as exc:

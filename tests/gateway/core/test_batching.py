@@ -233,6 +233,40 @@ async def test_while_slots_are_busy_requests_accumulate_into_a_bigger_batch() ->
     await q.aclose()
 
 
+async def test_the_next_batch_starts_before_the_finished_one_is_answered() -> None:
+    # The runtime must not sit idle while the event loop answers a batch's requests.
+    runtime = FakeRuntime(hold=True)
+    q = queue(runtime, max_batch_size=8, max_inflight=1, max_queue_delay_s=0)
+
+    async def first() -> int:
+        await q.submit(rows(0), 1)
+        return len(runtime.batches)  # batches started by the time this caller resumes
+
+    task = asyncio.create_task(first())
+    await asyncio.sleep(0.01)
+    others = [asyncio.create_task(q.submit(rows(i), 1)) for i in range(1, 4)]
+    await asyncio.sleep(0.01)
+    assert runtime.rows_per_batch() == [1]  # the rest wait for the one slot
+    runtime.release()
+    assert await task == 2
+    await asyncio.gather(*others)
+    assert runtime.rows_per_batch() == [1, 3]
+    await q.aclose()
+
+
+async def test_a_request_arriving_while_the_delay_timer_runs_joins_the_batch() -> None:
+    runtime = FakeRuntime()
+    q = queue(runtime, max_batch_size=8, max_queue_delay_s=0.05)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = asyncio.create_task(q.submit(rows(1), 1))
+    await asyncio.sleep(0.02)
+    await asyncio.gather(first, q.submit(rows(2), 1))
+    assert runtime.rows_per_batch() == [2]
+    assert loop.time() - started >= 0.045  # sent when the oldest request's delay was up
+    await q.aclose()
+
+
 async def test_batching_off_runs_each_request_alone() -> None:
     runtime = FakeRuntime()
     q = queue(runtime, enabled=False)
