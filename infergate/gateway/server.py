@@ -69,7 +69,7 @@ class GatewayServer:
         self.tracing = setup_tracing(settings.tracing)
         self.metrics = Metrics()
         self.metrics.watch(self.core.snapshot)
-        self.core.attach_telemetry(self.tracing.tracer, self.metrics)
+        self.core.attach_telemetry(self.tracing, self.metrics)
         self.metrics_port = 0
         self.admin = ModelAdmin(
             self.core, settings.model_repository, settings.max_artifact_mb * _MB

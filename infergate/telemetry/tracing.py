@@ -2,11 +2,12 @@
 
 Tracing is on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 is set (or the `tracing` setting forces it), and off with OTEL_SDK_DISABLED=true.
-Spans leave through a BatchSpanProcessor over OTLP/gRPC: export happens on its own
-thread, never on the request path. The provider belongs to the server that made it
-(no global provider is installed), and shutdown() flushes it.
+Spans are recorded by infergate.telemetry.spans (why not SDK spans: see there) and
+leave in batches over OTLP/gRPC from their own thread, never on the request path.
+Nothing global is installed: the tracing belongs to the server that made it, and
+shutdown() flushes it.
 
-Off, the tracer is OpenTelemetry's no-op tracer, so instrumented code costs almost
+Off, no span is started: instrumented code checks for None and costs almost
 nothing.
 """
 
@@ -14,13 +15,29 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from infergate import __version__
+from infergate.telemetry.otlp_wire import AttributeValue
+from infergate.telemetry.spans import (
+    KIND_INTERNAL,
+    KIND_SERVER,
+    BatchSettings,
+    Exporter,
+    ExportPipeline,
+    Span,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+    from opentelemetry.sdk.trace.sampling import Sampler
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +59,19 @@ class _MetadataGetter(Getter[Iterable[tuple[str, str | bytes]]]):
 _GETTER = _MetadataGetter()
 
 
-@dataclass
 class Tracing:
-    tracer: trace.Tracer
-    enabled: bool
-    _provider: object | None = None
+    """Starts the gateway's spans; disabled (the default) it starts none."""
+
+    def __init__(
+        self,
+        pipeline: ExportPipeline | None = None,
+        sampler: Sampler | None = None,
+        id_generator: IdGenerator | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self.enabled = pipeline is not None
+        self._sampler = sampler
+        self._ids = id_generator
 
     def extract(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Context | None:
         """The caller's trace context from `traceparent` metadata, if any."""
@@ -54,11 +79,95 @@ class Tracing:
             return None
         return _PROPAGATOR.extract(list(metadata), getter=_GETTER)
 
+    def start_request(
+        self,
+        name: str,
+        metadata: Iterable[tuple[str, str | bytes]] | None,
+        attributes: dict[str, AttributeValue],
+    ) -> Span | None:
+        """A server span joined to the caller's trace; None when off or not sampled."""
+        if self._pipeline is None:
+            return None
+        assert self._sampler is not None and self._ids is not None
+        context = self.extract(metadata)
+        parent = trace.get_current_span(context).get_span_context()
+        trace_id = parent.trace_id if parent.is_valid else self._ids.generate_trace_id()
+        sampled = self._sampler.should_sample(
+            context, trace_id, name, trace.SpanKind.SERVER, attributes
+        )
+        if not sampled.decision.is_sampled():  # type: ignore[no-untyped-call]
+            return None
+        return Span(
+            self._pipeline,
+            self._ids.generate_span_id,
+            name,
+            trace_id,
+            parent.span_id if parent.is_valid else 0,
+            KIND_SERVER,
+            time.time_ns(),
+            attributes,
+            sampled.trace_state.to_header() if sampled.trace_state else "",
+        )
+
+    def start_root(
+        self, name: str, attributes: dict[str, AttributeValue], start_ns: int
+    ) -> Span | None:
+        """A span in a trace of its own (a batch, linked to the requests it served)."""
+        if self._pipeline is None:
+            return None
+        assert self._ids is not None
+        return Span(
+            self._pipeline,
+            self._ids.generate_span_id,
+            name,
+            self._ids.generate_trace_id(),
+            0,
+            KIND_INTERNAL,
+            start_ns,
+            attributes,
+        )
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        return self._pipeline.flush(timeout_s) if self._pipeline is not None else True
+
     def shutdown(self) -> None:
-        """Flush what is buffered and stop the exporter."""
-        if self._provider is not None:
-            self._provider.shutdown()  # type: ignore[attr-defined]
-            self._provider = None
+        """Export what is queued and stop the exporter."""
+        if self._pipeline is not None:
+            self._pipeline.shutdown()
+            self._pipeline = None
+
+
+class _OtlpGrpcExporter(Exporter):
+    """The SDK's OTLP/gRPC span exporter, sending requests we encoded ourselves.
+
+    The SDK exporter keeps what must stay standard: OTEL_EXPORTER_OTLP_* (endpoint,
+    headers, TLS, compression, timeout) and its retries with backoff. Only its
+    translation step is replaced: it parses our bytes instead of encoding SDK spans.
+    """
+
+    def __init__(self) -> None:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        class Sender(OTLPSpanExporter):
+            def _translate_data(self, data: Any) -> ExportTraceServiceRequest:
+                return ExportTraceServiceRequest.FromString(data[0])
+
+            def _count_data(self, data: Any) -> int:
+                return int(data[1])
+
+        self._sender = Sender()
+        self._success = SpanExportResult.SUCCESS
+
+    def export(self, payload: bytes, count: int) -> bool:
+        # _export is the SDK exporter's send-with-retries, which export() wraps.
+        return bool(self._sender._export((payload, count)) == self._success)  # type: ignore[arg-type]
+
+    def shutdown(self) -> None:
+        self._sender.shutdown()
 
 
 def tracing_wanted(forced: bool | None, environ: Mapping[str, str]) -> bool:
@@ -73,28 +182,36 @@ def tracing_wanted(forced: bool | None, environ: Mapping[str, str]) -> bool:
 
 
 def disabled() -> Tracing:
-    return Tracing(trace.NoOpTracer(), enabled=False)
+    return Tracing()
 
 
-def setup_tracing(forced: bool | None = None, environ: Mapping[str, str] | None = None) -> Tracing:
-    """A tracer per the environment; the no-op tracer when tracing is off."""
+def setup_tracing(
+    forced: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+    exporter: Exporter | None = None,
+) -> Tracing:
+    """Tracing per the environment; disabled when off. `exporter`: for tests."""
     env = os.environ if environ is None else environ
     if not tracing_wanted(forced, env):
         return disabled()
     # Imported here: the SDK and the gRPC exporter are only needed when tracing is on.
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; the
-    # provider reads OTEL_TRACES_SAMPLER(_ARG); the exporter OTEL_EXPORTER_OTLP_*;
-    # the processor OTEL_BSP_*.
+    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES and the
+    # provider OTEL_TRACES_SAMPLER(_ARG); the exporter reads OTEL_EXPORTER_OTLP_* and
+    # BatchSettings OTEL_BSP_*. No SDK span is ever made from this provider.
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "infergate")})
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    pipeline = ExportPipeline(
+        exporter or _OtlpGrpcExporter(),
+        {k: v for k, v in resource.attributes.items() if isinstance(v, str | bool | int | float)},
+        "infergate",
+        __version__,
+        BatchSettings.from_env(env),
+    )
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
     log.info("tracing on: exporting spans over OTLP/gRPC to %s", endpoint or "the default endpoint")
-    return Tracing(provider.get_tracer("infergate"), enabled=True, _provider=provider)
+    return Tracing(pipeline, provider.sampler, provider.id_generator)

@@ -23,6 +23,7 @@ bound, deadlines and statistics identical.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -262,7 +263,9 @@ class BatchQueue:
             for item in batch:
                 self._queue.remove(item)
             self._executing += 1
-            task = self._loop.create_task(self._run(batch))
+            # A fresh context: a batch serves many requests and must not run inside
+            # the one whose arrival happened to dispatch it (its span, say).
+            task = self._loop.create_task(self._run(batch), context=contextvars.Context())
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 

@@ -14,8 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from opentelemetry import trace
-
 from infergate.backends.base import Backend, BackendOptions
 from infergate.gateway.core.batching import policy_from_config
 from infergate.gateway.core.cache import ResponseCache, cache_key
@@ -29,7 +27,9 @@ from infergate.gateway.core.routing import make_policy
 from infergate.gateway.core.tracing import BatchTelemetry
 from infergate.gateway.core.validate import validate_request
 from infergate.protocol import model_config_pb2 as mc
+from infergate.telemetry import spans
 from infergate.telemetry.metrics import Metrics, ModelSnapshot, Snapshot
+from infergate.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,7 @@ class InferenceCore:
         )
         self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
-        self._tracer: trace.Tracer = trace.NoOpTracer()
-        self._tracing = False
+        self._tracing: Tracing | None = None
         self._metrics: Metrics | None = None
 
     # ---- models --------------------------------------------------------------
@@ -90,15 +89,14 @@ class InferenceCore:
         self.serve(model)
         return model
 
-    def attach_telemetry(self, tracer: trace.Tracer, metrics: Metrics) -> None:
+    def attach_telemetry(self, tracing: Tracing, metrics: Metrics) -> None:
         """Report spans and metrics from here on (the server calls this before loading)."""
-        self._tracer = tracer
-        self._tracing = not isinstance(tracer, trace.NoOpTracer)
+        self._tracing = tracing if tracing.enabled else None
         self._metrics = metrics
 
     def serve(self, model: ModelVersion) -> None:
         """Make a loaded model take traffic; versions it replaces drain in the background."""
-        telemetry = BatchTelemetry(model.name, self._tracer, self._metrics)
+        telemetry = BatchTelemetry(model.name, self._tracing, self._metrics)
         model.start(self._executor, self.max_inflight_batches, telemetry)
         for old in self.registry.set_ready(model):
             self._retire(old)
@@ -179,14 +177,15 @@ class InferenceCore:
         if not model.config.response_cache.enable or parameters.get(CACHE_BYPASS) is True:
             return await compute()
         # The lookup span covers hashing the inputs too: for big tensors that is the cost.
-        span = self._tracer.start_span("cache lookup") if self._tracing else None
+        server_span = spans.current.get() if self._tracing is not None else None
+        span = server_span.child("cache lookup") if server_span is not None else None
         key = cache_key(model.name, model.version, request.inputs, names)
         lookup_ns = time.perf_counter_ns() - started
         ttl_s = model.config.response_cache_ttl_ms / 1000
 
         def looked_up(hit: bool) -> None:
             if span is not None:
-                span.set_attribute("infergate.cache.hit", hit)
+                span.attributes["infergate.cache.hit"] = hit
                 span.end()
 
         outputs, hit = await self.cache.get_or_compute(key, compute, ttl_s, looked_up)

@@ -12,44 +12,40 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import Link, NoOpTracer, Status, StatusCode
-
 from infergate.gateway.core.routing import Execution
+from infergate.telemetry import spans
 from infergate.telemetry.metrics import Metrics
+from infergate.telemetry.spans import Span
+from infergate.telemetry.tracing import Tracing
 
 
 @dataclass(frozen=True)
 class RequestTrace:
-    context: otel_context.Context  # the request's context: its server span is current
-    span_context: trace.SpanContext  # the server span, for the batch's links
-    queue_span: trace.Span
+    server_span: Span  # the request's server span, parent of its children
+    queue_span: Span
 
 
 class BatchTelemetry:
-    def __init__(self, model: str, tracer: trace.Tracer | None, metrics: Metrics | None) -> None:
+    def __init__(self, model: str, tracing: Tracing | None, metrics: Metrics | None) -> None:
         self.model = model
-        self._tracer = tracer
+        self._tracing = tracing if tracing is not None and tracing.enabled else None
         self._metrics = metrics
-        self.tracing = tracer is not None and not isinstance(tracer, NoOpTracer)
+        self.tracing = self._tracing is not None
 
     def enqueued(self) -> RequestTrace | None:
-        if not self.tracing:
+        if self._tracing is None:
             return None
-        assert self._tracer is not None
-        ctx = otel_context.get_current()
-        span = self._tracer.start_span(
-            "queue wait", context=ctx, attributes={"infergate.model": self.model}
-        )
-        return RequestTrace(ctx, trace.get_current_span(ctx).get_span_context(), span)
+        server = spans.current.get()
+        if server is None:  # this request is not sampled
+            return None
+        return RequestTrace(server, server.child("queue wait", {"infergate.model": self.model}))
 
     def left_queue(self, request: RequestTrace | None, why: str = "") -> None:
         """The request's wait is over: its batch starts, or it was dropped (why)."""
         if request is None:
             return
         if why:
-            request.queue_span.set_status(Status(StatusCode.ERROR, why))
+            request.queue_span.set_error(why)
         request.queue_span.end()
 
     def batch_done(
@@ -67,10 +63,10 @@ class BatchTelemetry:
                 self._metrics.observe_batch(
                     self.model, execution.arm.name, rows, execution.infer_ns / 1e9
                 )
-        if not self.tracing:
+        traced = [r for r in requests if r is not None]
+        if self._tracing is None or not traced:
             return
-        assert self._tracer is not None
-        attributes: dict[str, str | int] = {
+        attributes: dict[str, str | bool | int | float] = {
             "infergate.model": self.model,
             "infergate.batch.rows": rows,
             "infergate.batch.requests": len(requests),
@@ -85,28 +81,19 @@ class BatchTelemetry:
                     "infergate.arm": arm.name,
                 }
             )
-        batch = self._tracer.start_span(
-            "batch",
-            links=[Link(r.span_context) for r in requests if r is not None],
-            start_time=started_wall_ns,
-            attributes=attributes,
-        )
+        batch = self._tracing.start_root("batch", attributes, started_wall_ns)
+        if batch is None:
+            return
+        batch.links = [(r.server_span.trace_id, r.server_span.span_id) for r in traced]
         if error is not None:
-            batch.record_exception(error)
-            batch.set_status(Status(StatusCode.ERROR, str(error)))
+            batch.set_error(str(error), error)
         if execution is not None:
             end_ns = execution.started_wall_ns + execution.infer_ns
-            # One attribute only: each costs encoding time on every request, and the
-            # linked batch span carries the rest.
-            per_request = {"infergate.arm": execution.arm.name}
-            for request in requests:
-                if request is None:
-                    continue
-                backend = self._tracer.start_span(
-                    "backend",
-                    context=request.context,
-                    start_time=execution.started_wall_ns,
-                    attributes=per_request,
+            # One attribute only: the linked batch span carries the rest.
+            arm_name = execution.arm.name
+            for request in traced:
+                backend = request.server_span.child(
+                    "backend", {"infergate.arm": arm_name}, execution.started_wall_ns
                 )
-                backend.end(end_time=end_ns)
-        batch.end(end_time=time.time_ns())
+                backend.end(end_ns)
+        batch.end(time.time_ns())

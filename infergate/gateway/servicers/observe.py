@@ -2,24 +2,24 @@
 
 The span joins the caller's trace when the request carries W3C `traceparent`
 metadata; the core's spans (cache, queue, backend) become its children through
-OpenTelemetry's context. The status code recorded is the one the caller gets.
+the `infergate.telemetry.spans.current` context variable. The status code recorded
+is the one the caller gets.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 import grpc
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from infergate.gateway.core.errors import GatewayError
 from infergate.gateway.status import status_code
 from infergate.protocol import inference_pb2 as pb
-from infergate.telemetry import Metrics, Tracing
+from infergate.telemetry import Metrics, Tracing, spans
+from infergate.telemetry.spans import Span
 
 UNKNOWN_MODEL = "_unknown"  # metric label for names the gateway does not serve
 
@@ -51,10 +51,46 @@ class _Timed:
         self._metrics.observe_request(self._model, code, time.perf_counter() - self._started)
 
 
+class _Traced:
+    """The traced path: the request's server span (current for the core) and metrics."""
+
+    __slots__ = ("_metrics", "_model", "_span", "_started", "_token")
+
+    def __init__(self, metrics: Metrics, model: str, span: Span) -> None:
+        self._metrics = metrics
+        self._model = model
+        self._span = span
+        self._started = time.perf_counter()
+        self._token = spans.current.set(span)
+
+    def __enter__(self) -> Span:
+        return self._span
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        span = self._span
+        spans.current.reset(self._token)
+        if exc is None:
+            code = grpc.StatusCode.OK
+        elif isinstance(exc, GatewayError):
+            code = status_code(exc)
+        elif isinstance(exc, Exception):
+            code = grpc.StatusCode.INTERNAL
+        else:  # cancelled: the caller left
+            span.set_error("cancelled by the caller")
+            span.end()
+            return
+        span.attributes["rpc.grpc.status_code"] = code.value[0]
+        if exc is not None:
+            span.set_error(f"{code.name}: {exc}", exc)
+        span.end()
+        self._metrics.observe_request(self._model, code.name, time.perf_counter() - self._started)
+
+
 class InferenceObserver:
     def __init__(self, tracing: Tracing, metrics: Metrics, is_known: Callable[[str], bool]) -> None:
         self._tracing = tracing
-        self._tracer = tracing.tracer
         self._metrics = metrics
         self._is_known = is_known
 
@@ -68,52 +104,17 @@ class InferenceObserver:
         model = message.model_name if self._is_known(message.model_name) else UNKNOWN_MODEL
         if not self._tracing.enabled:
             return _Timed(self._metrics, model)
-        return self._traced(message, metadata, rpc, model)
-
-    @contextlib.contextmanager
-    def _traced(
-        self,
-        message: pb.ModelInferRequest,
-        metadata: Iterable[tuple[str, str | bytes]] | None,
-        rpc: str,
-        model: str,
-    ) -> Iterator[trace.Span]:
-        started = time.perf_counter()
-        with self._tracer.start_as_current_span(
+        span = self._tracing.start_request(
             f"inference.GRPCInferenceService/{rpc}",
-            context=self._tracing.extract(metadata),
-            kind=SpanKind.SERVER,
-            attributes={
+            metadata,
+            {
                 "rpc.system": "grpc",
                 "rpc.method": rpc,
                 "infergate.model": message.model_name,
                 "infergate.model_version": message.model_version,
                 "infergate.request_id": message.id,
             },
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                yield span
-            except GatewayError as exc:
-                code = status_code(exc)
-                self._failed(span, model, code, exc, started)
-                raise
-            except Exception as exc:
-                self._failed(span, model, grpc.StatusCode.INTERNAL, exc, started)
-                raise
-            span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
-            self._metrics.observe_request(model, "OK", time.perf_counter() - started)
-
-    def _failed(
-        self,
-        span: trace.Span,
-        model: str,
-        code: grpc.StatusCode,
-        exc: BaseException,
-        started: float,
-    ) -> None:
-        span.set_attribute("rpc.grpc.status_code", code.value[0])
-        span.set_status(Status(StatusCode.ERROR, f"{code.name}: {exc}"))
-        span.record_exception(exc)
-        self._metrics.observe_request(model, code.name, time.perf_counter() - started)
+        )
+        if span is None:  # not sampled
+            return _Timed(self._metrics, model)
+        return _Traced(self._metrics, model, span)
