@@ -8,9 +8,12 @@ requests, on each gateway:
 
 - off: `OTEL_SDK_DISABLED=true` (and no OTLP endpoint): the no-op tracer;
 - on: `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at a real OTLP/gRPC trace receiver
-  (tests/otlp_receiver.py's, counting spans only) that runs in this process on a
-  thread with its own event loop, `OTEL_TRACES_SAMPLER=always_on`; the gateway's
-  BatchSpanProcessor and OTLP exporter keep their defaults.
+  (tests/otlp_receiver.py's, counting spans only) in a process of its own
+  (bench.otlp_sink, as a collector on the same host), `OTEL_TRACES_SAMPLER=always_on`;
+  the gateway's export settings (OTEL_BSP_*) keep their defaults.
+
+Off and on alternate ROUNDS times, which goes first swapping each round (fresh
+gateways each time); the table gives the medians and the note each round's pair.
 
 Spans received are checked against what the gateway should have exported: per
 request a server span, a "queue wait" and a "backend" span, plus a "batch" span per
@@ -22,16 +25,16 @@ Target (issue 8): tracing costs at most 10% throughput.
 
 from __future__ import annotations
 
-import asyncio
-import threading
+import json
+import statistics
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 
 from bench import harness
 from bench.batching import QUEUE_DELAY_US, SERVE_ARGS
@@ -39,9 +42,11 @@ from bench.harness import GatewayError, PerfAnalyzerError, PerfResult, log
 from bench.report import BenchConfig, Column, Section, first_line, mark, num, percent, ratio
 from bench.repository import RepositoryError, Twin, make_repository, source_version_dir
 from bench.statistics import ModelCounts, cpu_us_per_request, read_counts, usage
-from tests.otlp_receiver import Receiver
 
 TARGET_COST_PCT = 10.0
+# Off and on alternate this many times; the table gives medians. One pair of runs
+# moved by 25% or more between repeats on this shared 2-core machine.
+ROUNDS = 3
 # (model in the bench repository, its twin, concurrency)
 LOADS: tuple[tuple[str, Twin, int], ...] = (
     ("digits", Twin("digits"), 16),
@@ -74,44 +79,53 @@ COLUMNS = [
 
 
 @dataclass
-class CountingReceiver(Receiver):
-    """The tests' OTLP receiver, counting spans instead of keeping them.
+class Sink:
+    port: int
+    counts_file: Path
 
-    Converting every span to Python objects would take CPU from the gateway that
-    shares this machine; counting is enough to prove the export happened.
-    """
-
-    span_count: int = 0
-
-    async def Export(
-        self,
-        request: otlp.ExportTraceServiceRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> otlp.ExportTraceServiceResponse:
-        self.exports += 1
-        self.span_count += sum(
-            len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans
-        )
-        return otlp.ExportTraceServiceResponse()
+    def counts(self) -> tuple[int, int]:
+        """(spans, exports) the sink reported when it stopped; (0, 0) if it did not."""
+        try:
+            data = json.loads(self.counts_file.read_text())
+        except (OSError, ValueError):
+            return 0, 0
+        return int(data["spans"]), int(data["exports"])
 
 
 @contextmanager
-def background_receiver() -> Iterator[CountingReceiver]:
-    """A CountingReceiver served by an event loop on a thread of its own."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="otlp-receiver", daemon=True)
-    thread.start()
-    receiver = CountingReceiver()
+def receiver_process(workdir: Path) -> Iterator[Sink]:
+    """bench.otlp_sink in its own process; its counts are readable once the block ends."""
+    port_file = workdir / "otlp-sink.port"
+    counts_file = workdir / "otlp-sink.counts.json"
+    for path in (port_file, counts_file):
+        path.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.otlp_sink",
+            "--port-file",
+            str(port_file),
+            "--counts-file",
+            str(counts_file),
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     try:
-        asyncio.run_coroutine_threadsafe(receiver.start(), loop).result(timeout=10)
-        yield receiver
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise GatewayError(f"the OTLP sink did not start (exit code {process.poll()})")
+            time.sleep(0.05)
+        sink = Sink(int(port_file.read_text()), counts_file)
+        yield sink
     finally:
+        process.terminate()
         try:
-            asyncio.run_coroutine_threadsafe(receiver.stop(), loop).result(timeout=10)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            loop.close()
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def tracing_on(receiver_port: int) -> dict[str, str | None]:
@@ -134,8 +148,9 @@ def tracing_section(config: BenchConfig, workdir: Path) -> Section:
             "Two gateways in turn on one repository "
             f"(`{' '.join(serve_args) or 'default flags'}`): tracing off "
             "(`OTEL_SDK_DISABLED=true`), then on (`OTEL_TRACES_SAMPLER=always_on`, OTLP/gRPC "
-            "export to a real trace receiver in the bench process, default batch span "
-            "processor). Models pinned to onnxruntime; digits without dynamic batching or "
+            "export to a real trace receiver in a process of its own, bench.otlp_sink), "
+            f"alternating {ROUNDS} times; the table gives the medians, the note every "
+            "round. Models pinned to onnxruntime; digits without dynamic batching or "
             "response cache (perf_analyzer repeats one input: every request would be a hit), "
             "mlp_large_on batches "
             f"(delay {QUEUE_DELAY_US} us). perf_analyzer, batch-1 synchronous requests; "
@@ -170,12 +185,33 @@ def tracing_section(config: BenchConfig, workdir: Path) -> Section:
         section.rows.extend(rows.values())
         return section
 
-    _run(config, workdir, repository, serve_args, loads, rows, "off", TRACING_OFF)
-    with background_receiver() as receiver:
-        counts = _run(
-            config, workdir, repository, serve_args, loads, rows, "on", tracing_on(receiver.port)
-        )
-        spans, exports = receiver.span_count, receiver.exports
+    rounds: list[dict[str, dict[str, Any]]] = []
+    counts: dict[str, ModelCounts] = {}
+    with receiver_process(workdir) as sink:
+        for index in range(ROUNDS):
+            log(f"  round {index + 1} of {ROUNDS}")
+            one: dict[str, dict[str, Any]] = {name: {} for name in rows}
+            # Which goes first alternates, so drift over the run favours neither.
+            modes = [("off", TRACING_OFF), ("on", tracing_on(sink.port))]
+            on_counts: dict[str, ModelCounts] = {}
+            for mode, env in modes if index % 2 == 0 else modes[::-1]:
+                got = _run(config, workdir, repository, serve_args, loads, one, mode, env)
+                if mode == "on":
+                    on_counts = got
+            for name, c in on_counts.items():
+                previous = counts.get(name)
+                counts[name] = (
+                    c
+                    if previous is None
+                    else ModelCounts(
+                        execution_count=previous.execution_count + c.execution_count,
+                        success_count=previous.success_count + c.success_count,
+                    )
+                )
+            rounds.append(one)
+    spans, exports = sink.counts()
+    for name, row in rows.items():
+        _merge_rounds(row, [r[name] for r in rounds])
     section.rows.extend(rows.values())
     for row in section.rows:
         off, on = row.get("off_throughput"), row.get("on_throughput")
@@ -207,11 +243,35 @@ def tracing_section(config: BenchConfig, workdir: Path) -> Section:
         )
     elif expected and spans < expected:
         section.remarks.append(
-            "Fewer spans than expected: the gateway's BatchSpanProcessor dropped some (its "
-            "queue, OTEL_BSP_MAX_QUEUE_SIZE, was full), so the cost above is understated."
+            "Fewer spans than expected: the gateway's span export queue dropped some (it "
+            "was full: OTEL_BSP_MAX_QUEUE_SIZE), so the cost above is understated."
         )
     section.remarks.append(f"Target (issue 8): tracing costs at most {TARGET_COST_PCT:g}%.")
     return section
+
+
+MEASURES = ("throughput", "p50_us", "cpu_us")
+
+
+def _merge_rounds(row: dict[str, Any], rounds: Sequence[dict[str, Any]]) -> None:
+    """Medians over the rounds into the row; every round's throughput in its note."""
+    for mode in ("off", "on"):
+        for measure in MEASURES:
+            values = [r[f"{mode}_{measure}"] for r in rounds if r.get(f"{mode}_{measure}")]
+            if values:
+                row[f"{mode}_{measure}"] = statistics.median(values)
+        row[f"{mode}_rounds"] = [r.get(mode) for r in rounds]
+    for r in rounds:
+        for key in ("error", "note"):
+            if r.get(key):
+                row[key] = "; ".join(filter(None, (row.get(key), r[key])))
+    pairs = [
+        f"{r['off_throughput']:,.0f}/{r['on_throughput']:,.0f}"
+        for r in rounds
+        if r.get("off_throughput") and r.get("on_throughput")
+    ]
+    if pairs:
+        _note(row, "rounds off/on infer/s: " + ", ".join(pairs))
 
 
 def _expected_spans(counts: dict[str, ModelCounts]) -> int:

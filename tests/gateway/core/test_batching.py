@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 import numpy as np
 import pytest
@@ -264,6 +265,30 @@ async def test_a_request_arriving_while_the_delay_timer_runs_joins_the_batch() -
     await asyncio.gather(first, q.submit(rows(2), 1))
     assert runtime.rows_per_batch() == [2]
     assert loop.time() - started >= 0.045  # sent when the oldest request's delay was up
+    await q.aclose()
+
+
+REQUEST_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
+
+
+async def test_a_batch_does_not_run_in_the_context_of_the_request_that_dispatched_it() -> None:
+    # A batch serves many requests: the first one's span (a context variable) must
+    # not become the batch's.
+    seen: list[str] = []
+    runtime = FakeRuntime()
+
+    async def execute(inputs: Tensors) -> Execution:
+        seen.append(REQUEST_VAR.get())
+        return await runtime(inputs)
+
+    q = BatchQueue("m", BatchPolicy(enabled=True, max_batch_size=8), execute, ModelStats())
+
+    async def request(i: int) -> None:
+        REQUEST_VAR.set(f"request {i}")
+        await q.submit(rows(i), 1)
+
+    await asyncio.gather(*(request(i) for i in range(3)))
+    assert seen and set(seen) == {"none"}
     await q.aclose()
 
 
