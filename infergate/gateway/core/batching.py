@@ -99,7 +99,7 @@ def policy_from_config(config: mc.ModelConfig, max_inflight: int) -> BatchPolicy
 
 
 class BatchQueue:
-    """One model version's queue and its scheduler task; use submit(), then aclose()."""
+    """One model version's queue and its batches in flight; use submit(), then aclose()."""
 
     def __init__(
         self,
