@@ -348,10 +348,7 @@ def _perf(
             name,
             workdir / f"batching-{name}-c{concurrency}.csv",
             concurrency=concurrency,
-            window_ms=config.window_ms,
-            stability_pct=config.stability_pct,
-            max_trials=config.max_trials,
-            extra_args=config.perf_args,
+            **config.perf_settings(),
         )
         after = usage(gw, name)
         if before.counts is not None and after.counts is not None:

@@ -26,6 +26,15 @@ class BenchConfig:
     perf_args: tuple[str, ...]
     sections: tuple[str, ...]
 
+    def perf_settings(self) -> dict[str, Any]:
+        """harness.measure's perf_analyzer settings from this config."""
+        return {
+            "window_ms": self.window_ms,
+            "stability_pct": self.stability_pct,
+            "max_trials": self.max_trials,
+            "extra_args": self.perf_args,
+        }
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "repository": str(self.repository),

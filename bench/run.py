@@ -111,10 +111,7 @@ def _measure_row(
             model,
             workdir / f"{model}-c{concurrency}.csv",
             concurrency=concurrency,
-            window_ms=config.window_ms,
-            stability_pct=config.stability_pct,
-            max_trials=config.max_trials,
-            extra_args=config.perf_args,
+            **config.perf_settings(),
         )
     except PerfAnalyzerError as exc:
         log(f"  {model} concurrency {concurrency}: failed: {exc}")

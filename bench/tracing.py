@@ -343,10 +343,7 @@ def _perf(
             name,
             workdir / f"tracing-{mode}-{name}.csv",
             concurrency=concurrency,
-            window_ms=config.window_ms,
-            stability_pct=config.stability_pct,
-            max_trials=config.max_trials,
-            extra_args=config.perf_args,
+            **config.perf_settings(),
         )
     except PerfAnalyzerError as exc:
         log(f"  {name}, tracing {mode}: failed: {exc}")

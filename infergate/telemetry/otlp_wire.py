@@ -151,6 +151,8 @@ _TIMES = struct.Struct("<BBBQBQ")
 _KIND_TAG = _KIND << 3
 _START_TAG = _START << 3 | 1
 _END_TAG = _END << 3 | 1
+
+
 def resource(values: Mapping[str, AttributeValue]) -> bytes:
     """A Resource message (attributes = 1), unframed."""
     return attributes(1, values)

@@ -152,12 +152,12 @@ class Exporter:
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """The OTEL_BSP_* settings, with the SDK's defaults."""
+    """The OTEL_BSP_* settings, with the SDK's defaults (the export timeout is the
+    exporter's own: OTEL_EXPORTER_OTLP_TIMEOUT)."""
 
     schedule_delay_s: float = 5.0
     max_queue_size: int = 2048
     max_export_batch_size: int = 512
-    export_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> BatchSettings:
@@ -174,7 +174,6 @@ class BatchSettings:
             schedule_delay_s=number("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
             max_queue_size=int(number("OTEL_BSP_MAX_QUEUE_SIZE", 2048)),
             max_export_batch_size=int(number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)),
-            export_timeout_s=number("OTEL_BSP_EXPORT_TIMEOUT", 30000) / 1000,
         )
 
 

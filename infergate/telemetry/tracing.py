@@ -202,7 +202,7 @@ def setup_tracing(
     # provider OTEL_TRACES_SAMPLER(_ARG); the exporter reads OTEL_EXPORTER_OTLP_* and
     # BatchSettings OTEL_BSP_*. No SDK span is ever made from this provider.
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "infergate")})
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     pipeline = ExportPipeline(
         exporter or _OtlpGrpcExporter(),
         {k: v for k, v in resource.attributes.items() if isinstance(v, str | bool | int | float)},

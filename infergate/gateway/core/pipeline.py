@@ -177,7 +177,7 @@ class InferenceCore:
         if not model.config.response_cache.enable or parameters.get(CACHE_BYPASS) is True:
             return await compute()
         # The lookup span covers hashing the inputs too: for big tensors that is the cost.
-        server_span = spans.current.get() if self._tracing is not None else None
+        server_span = spans.current.get()  # set only for a traced (sampled) request
         span = server_span.child("cache lookup") if server_span is not None else None
         key = cache_key(model.name, model.version, request.inputs, names)
         lookup_ns = time.perf_counter_ns() - started
