@@ -4,8 +4,10 @@ Why not the OpenTelemetry SDK's Span objects: on the request path each cost 40-7
 (locks, attribute validation, context attach, processor hooks) and the OTLP
 exporter another 70 us a span to encode, on 2 cores where a small model's whole
 request costs about 800 us: four spans a request cut the throughput of a small
-model by 40%. Here a span is a plain slotted object, the export thread writes the
-OTLP bytes directly (infergate.telemetry.otlp_wire), and the SDK still provides
+model by 40%. Here a span is a plain slotted object; finished spans queue for the
+export thread, which hands them in batches to a Sink: by default the export
+process (infergate.telemetry.export_process), which writes the OTLP bytes directly
+(infergate.telemetry.otlp_wire) off this interpreter's GIL. The SDK still provides
 what should stay standard: the OTEL_* configuration, the sampler, the resource, the
 id generator and the OTLP/gRPC exporter (endpoint, headers, TLS, retries).
 
@@ -118,22 +120,75 @@ class Span:
         self.end_ns = time.time_ns() if end_ns is None else end_ns
         self._pipeline.submit(self)
 
-    def encode(self) -> bytes:
-        return otlp_wire.span(
-            trace_id=self.trace_id,
-            span_id=self.span_id,
-            parent_span_id=self.parent_span_id,
-            name=self.name,
-            kind=self.kind,
-            start_ns=self.start_ns,
-            end_ns=self.end_ns,
-            attributes_bytes=otlp_wire.attributes(9, self.attributes),
-            trace_state=self.trace_state,
-            links=self.links,
-            events=self.events,
-            status_code=self.status_code,
-            status_message=self.status_message,
+    def record(self) -> SpanRecord:
+        """The finished span as plain data: cheap to pickle to the export process."""
+        return (
+            self.trace_id,
+            self.span_id,
+            self.parent_span_id,
+            self.name,
+            self.kind,
+            self.start_ns,
+            self.end_ns,
+            self.attributes,
+            self.trace_state,
+            self.links,
+            self.events,
+            self.status_code,
+            self.status_message,
         )
+
+
+# A finished span, in Span.record()'s field order.
+SpanRecord = tuple[
+    int,  # trace id
+    int,  # span id
+    int,  # parent span id (0: none)
+    str,  # name
+    int,  # kind
+    int,  # start, ns since the epoch
+    int,  # end
+    Mapping[str, AttributeValue],
+    str,  # W3C trace state
+    Sequence[tuple[int, int]],  # links: (trace id, span id)
+    Sequence[tuple[int, str, Mapping[str, AttributeValue]]],  # events
+    int,  # status code
+    str,  # status message
+]
+
+
+def encode(record: SpanRecord) -> bytes:
+    """One span's OTLP Span message."""
+    (
+        trace_id,
+        span_id,
+        parent_span_id,
+        name,
+        kind,
+        start_ns,
+        end_ns,
+        attributes,
+        trace_state,
+        links,
+        events,
+        status_code,
+        status_message,
+    ) = record
+    return otlp_wire.span(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent_span_id,
+        name=name,
+        kind=kind,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        attributes_bytes=otlp_wire.attributes(9, attributes),
+        trace_state=trace_state,
+        links=links,
+        events=events,
+        status_code=status_code,
+        status_message=status_message,
+    )
 
 
 # The server span of the request this task serves (None: not traced).
@@ -148,6 +203,43 @@ class Exporter:
 
     def shutdown(self) -> None:
         pass
+
+
+class Sink:
+    """Where the export thread hands finished spans, a batch at a time."""
+
+    def send(self, records: list[SpanRecord]) -> bool:
+        """Export (or pass on) one batch; False if it was lost."""
+        raise NotImplementedError
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until everything sent so far has been exported."""
+        return True
+
+    def shutdown(self, timeout_s: float) -> None:
+        pass
+
+
+class EncodingSink(Sink):
+    """Encodes each batch as one OTLP request and exports it here, in this thread."""
+
+    def __init__(self, exporter: Exporter, resource_bytes: bytes, scope_bytes: bytes) -> None:
+        self._exporter = exporter
+        self._resource = resource_bytes
+        self._scope = scope_bytes
+        self.exported = 0
+
+    def send(self, records: list[SpanRecord]) -> bool:
+        payload = otlp_wire.export_request(
+            self._resource, self._scope, [encode(record) for record in records]
+        )
+        if not self._exporter.export(payload, len(records)):
+            return False
+        self.exported += len(records)
+        return True
+
+    def shutdown(self, timeout_s: float) -> None:
+        self._exporter.shutdown()
 
 
 @dataclass(frozen=True)
@@ -178,33 +270,26 @@ class BatchSettings:
 
 
 class ExportPipeline:
-    """Finished spans queue here; one thread encodes and exports them in batches.
+    """Finished spans queue here; one thread takes them to the sink in batches.
 
     Like the SDK's BatchSpanProcessor: a bounded queue (spans beyond it are dropped
-    and counted, never blocking a request), an export when a batch is full or every
-    schedule delay, and a flush on shutdown.
+    and counted, never blocking a request), a batch when it is full or every
+    schedule delay, and a flush on shutdown. Only the thread talks to the sink.
     """
 
-    def __init__(
-        self,
-        exporter: Exporter,
-        resource: Mapping[str, AttributeValue],
-        scope_name: str,
-        scope_version: str,
-        settings: BatchSettings | None = None,
-    ) -> None:
-        self._exporter = exporter
-        self._resource = otlp_wire.resource(resource)
-        self._scope = otlp_wire.scope(scope_name, scope_version)
+    def __init__(self, sink: Sink, settings: BatchSettings | None = None) -> None:
+        self._sink = sink
         self.settings = settings or BatchSettings()
         self._queue: collections.deque[Span] = collections.deque()
         self._wake = threading.Event()
-        self._idle = threading.Condition()
-        self._exporting = False
-        self._drain = False  # export everything queued, not only full batches
+        self._flushed = threading.Condition()
+        self._flush_asked = 0  # flush tickets handed out
+        self._flush_done = 0  # the last ticket the thread has served
+        self._flush_ok = True
+        self._flush_deadline = 0.0
         self._stopping = False
-        self.dropped = 0
-        self.exported = 0
+        self.dropped = 0  # the queue was full
+        self.lost = 0  # the sink failed them
         self._thread = threading.Thread(target=self._run, name="infergate-span-export", daemon=True)
         self._thread.start()
 
@@ -222,57 +307,57 @@ class ExportPipeline:
         while True:
             timed_out = not self._wake.wait(self.settings.schedule_delay_s)
             self._wake.clear()
-            drain, self._drain = self._drain or timed_out or self._stopping, False
-            self._export_queued(drain)
+            with self._flushed:
+                ticket, deadline = self._flush_asked, self._flush_deadline
+            flushing = ticket > self._flush_done
+            # Full batches only, unless draining: spans that arrive during an export
+            # wait for their batch to fill (or the delay) instead of going in many
+            # small requests.
+            self._send_queued(drain=timed_out or flushing or self._stopping)
+            if flushing:
+                ok = self._sink.flush(max(0.0, deadline - time.monotonic()))
+                with self._flushed:
+                    self._flush_done, self._flush_ok = ticket, ok
+                    self._flushed.notify_all()
             if self._stopping and not self._queue:
                 return
 
-    def _export_queued(self, drain: bool) -> None:
-        """Full batches only, unless draining: spans that arrive during an export
-        wait for their batch to fill (or the schedule delay) instead of going in
-        many small requests."""
+    def _send_queued(self, drain: bool) -> None:
         size = self.settings.max_export_batch_size
-        with self._idle:
-            self._exporting = True
-        try:
-            while len(self._queue) >= size or (drain and self._queue):
-                batch = []
-                for _ in range(min(len(self._queue), self.settings.max_export_batch_size)):
-                    batch.append(self._queue.popleft())
-                self._export(batch)
-        finally:
-            with self._idle:
-                self._exporting = False
-                self._idle.notify_all()
-
-    def _export(self, batch: list[Span]) -> None:
-        try:
-            payload = otlp_wire.export_request(
-                self._resource, self._scope, [span.encode() for span in batch]
-            )
-            if self._exporter.export(payload, len(batch)):
-                self.exported += len(batch)
-        except Exception:  # the export thread must survive a bad span or exporter
-            log.exception("exporting %d spans failed", len(batch))
+        while len(self._queue) >= size or (drain and self._queue):
+            batch = [self._queue.popleft().record() for _ in range(min(len(self._queue), size))]
+            try:
+                sent = self._sink.send(batch)
+            except Exception:  # the export thread must survive a bad span or exporter
+                log.exception("exporting %d spans failed", len(batch))
+                sent = False
+            if not sent:
+                self.lost += len(batch)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Export everything queued so far; False if that took longer than timeout_s."""
         deadline = time.monotonic() + timeout_s
-        while self._queue or self._exporting:
-            self._drain = True
-            self._wake.set()
-            with self._idle:
-                self._idle.wait(0.05)
-            if time.monotonic() > deadline:
-                return False
-        return True
+        with self._flushed:
+            self._flush_asked += 1
+            ticket = self._flush_asked
+            self._flush_deadline = deadline
+        self._wake.set()
+        with self._flushed:
+            while self._flush_done < ticket:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                self._flushed.wait(remaining)
+            return self._flush_ok
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
         self.flush(timeout_s)
         self._stopping = True
-        self._drain = True
         self._wake.set()
-        self._thread.join(timeout_s)
-        self._exporter.shutdown()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._sink.shutdown(max(1.0, deadline - time.monotonic()))
         if self.dropped:
             log.warning("tracing dropped %d spans: the export queue was full", self.dropped)
+        if self.lost:
+            log.warning("tracing lost %d spans: their export failed", self.lost)

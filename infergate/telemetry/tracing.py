@@ -3,7 +3,8 @@
 Tracing is on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 is set (or the `tracing` setting forces it), and off with OTEL_SDK_DISABLED=true.
 Spans are recorded by infergate.telemetry.spans (why not SDK spans: see there) and
-leave in batches over OTLP/gRPC from their own thread, never on the request path.
+leave in batches over OTLP/gRPC from an exporter process of their own (fed by an
+export thread), never on the request path.
 Nothing global is installed: the tracing belongs to the server that made it, and
 shutdown() flushes it.
 
@@ -25,13 +26,16 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from infergate import __version__
+from infergate.telemetry import otlp_wire
 from infergate.telemetry.otlp_wire import AttributeValue
 from infergate.telemetry.spans import (
     KIND_INTERNAL,
     KIND_SERVER,
     BatchSettings,
+    EncodingSink,
     Exporter,
     ExportPipeline,
+    Sink,
     Span,
 )
 
@@ -57,6 +61,7 @@ class _MetadataGetter(Getter[Iterable[tuple[str, str | bytes]]]):
 
 
 _GETTER = _MetadataGetter()
+_NO_PARENT = Context()  # what the propagator returns for a carrier without a traceparent
 
 
 class Tracing:
@@ -77,7 +82,11 @@ class Tracing:
         """The caller's trace context from `traceparent` metadata, if any."""
         if not self.enabled or not metadata:
             return None
-        return _PROPAGATOR.extract(list(metadata), getter=_GETTER)
+        carrier = list(metadata)
+        # Most calls carry no trace context: skip the propagator's parsing for them.
+        if not any(key == "traceparent" for key, _ in carrier):
+            return _NO_PARENT
+        return _PROPAGATOR.extract(carrier, getter=_GETTER)
 
     def start_request(
         self,
@@ -137,7 +146,7 @@ class Tracing:
             self._pipeline = None
 
 
-class _OtlpGrpcExporter(Exporter):
+class OtlpGrpcExporter(Exporter):
     """The SDK's OTLP/gRPC span exporter, sending requests we encoded ourselves.
 
     The SDK exporter keeps what must stay standard: OTEL_EXPORTER_OTLP_* (endpoint,
@@ -190,7 +199,12 @@ def setup_tracing(
     environ: Mapping[str, str] | None = None,
     exporter: Exporter | None = None,
 ) -> Tracing:
-    """Tracing per the environment; disabled when off. `exporter`: for tests."""
+    """Tracing per the environment; disabled when off.
+
+    Spans go to the OTLP/gRPC exporter in a process of its own (see
+    infergate.telemetry.export_process); `exporter` instead exports them from the
+    export thread, in this process (tests use it to capture what is sent).
+    """
     env = os.environ if environ is None else environ
     if not tracing_wanted(forced, env):
         return disabled()
@@ -203,13 +217,19 @@ def setup_tracing(
     # BatchSettings OTEL_BSP_*. No SDK span is ever made from this provider.
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "infergate")})
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    pipeline = ExportPipeline(
-        exporter or _OtlpGrpcExporter(),
-        {k: v for k, v in resource.attributes.items() if isinstance(v, str | bool | int | float)},
-        "infergate",
-        __version__,
-        BatchSettings.from_env(env),
+    resource_bytes = otlp_wire.resource(
+        {k: v for k, v in resource.attributes.items() if isinstance(v, str | bool | int | float)}
     )
+    scope_bytes = otlp_wire.scope("infergate", __version__)
+    sink: Sink
+    if exporter is not None:
+        sink = EncodingSink(exporter, resource_bytes, scope_bytes)
+    else:
+        from infergate.telemetry.export_process import ProcessSink
+
+        # The exporter process reads OTEL_EXPORTER_OTLP_* from its environment.
+        sink = ProcessSink(resource_bytes, scope_bytes, {**os.environ, **env})
+    pipeline = ExportPipeline(sink, BatchSettings.from_env(env))
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
