@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--backends", help="comma-separated backends to use (default: all)")
     serve.add_argument("--worker-threads", type=int)
     serve.add_argument("--max-inflight-batches", type=int)
+    serve.add_argument(
+        "--inline-below-us",
+        type=int,
+        help="run batches measured to take at most this long on the event loop, "
+        "not a worker thread (default 200; 0: never)",
+    )
     serve.add_argument("--response-cache-mb", type=int)
     serve.add_argument("--intra-op-threads", type=int)
     serve.add_argument("--inter-op-threads", type=int)
@@ -113,6 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
         backends=tuple(b for b in args.backends.split(",") if b) if args.backends else None,
         worker_threads=args.worker_threads,
         max_inflight_batches=args.max_inflight_batches,
+        inline_below_us=args.inline_below_us,
         response_cache_mb=args.response_cache_mb,
         intra_op_threads=args.intra_op_threads,
         inter_op_threads=args.inter_op_threads,

@@ -48,6 +48,9 @@ class Settings:
     worker_threads: int = 2
     # Batches of one model that may run at once; more requests wait and batch up.
     max_inflight_batches: int = 1
+    # A batch measured to take at most this long runs on the event loop instead of
+    # a worker thread, whose hand-off costs more than a small model's call; 0: never.
+    inline_below_us: int = 200
     # Response cache size, shared by every model with response_cache { enable: true }.
     response_cache_mb: int = 256
     # Threads inside one runtime call (onnxruntime intra-op); 0 lets the runtime choose.

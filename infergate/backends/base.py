@@ -8,8 +8,9 @@ tensors. Backends are found through the `infergate.backends` entry-point group
     myruntime = "mypackage.backend:MyBackend"
 
 The gateway calls `LoadedModel.infer` from worker threads, possibly from several at
-once; a backend whose runtime is not thread-safe must guard itself (one interpreter
-per thread, a lock, ...). Nothing here may import grpc: backends are driven and
+once, and calls measured to take less than a thread hand-off from the event loop's
+thread; a backend whose runtime is not thread-safe must guard itself (one
+interpreter per thread, a lock, ...). Nothing here may import grpc: backends are driven and
 tested without a server.
 """
 
@@ -82,7 +83,7 @@ class LoadedModel(abc.ABC):
 
     @abc.abstractmethod
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one batch; returns every output by name. Called from worker threads."""
+        """Run one batch; returns every output by name. Called from any thread."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
         """Free the runtime's resources; the model is not used afterwards."""

@@ -62,6 +62,7 @@ class GatewayServer:
             options,
             worker_threads=settings.worker_threads,
             max_inflight_batches=settings.max_inflight_batches,
+            inline_below_s=settings.inline_below_us / 1e6,
             default_max_batch_size=settings.default_max_batch_size,
             cache_max_bytes=settings.response_cache_mb * _MB,
         )

@@ -127,3 +127,33 @@ async def test_a_failing_arm_is_routed_around_and_its_circuit_opens(
     assert broken.failures == 3 and broken.circuit is Circuit.OPEN  # then skipped
     assert "device lost" in broken.last_error
     assert sum(a.batches for a in model.arms if a is not broken) == 6
+
+
+@pytest.mark.parametrize("inline_below_us", [1_000_000, 0])
+async def test_calls_cheaper_than_a_thread_hop_run_on_the_event_loop(
+    tmp_path: Path, inline_below_us: int
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(DEMO_REPOSITORY / "digits", repo / "digits")
+    settings = Settings(
+        model_repository=repo, port=0, metrics_port=0, inline_below_us=inline_below_us
+    )
+    server = GatewayServer(settings)
+    await server.start()
+    try:
+        model = server.core.model("digits")
+        rng = np.random.default_rng(0)
+        async with AsyncClient(server.address) as client:
+            for _ in range(20):  # distinct inputs: the response cache is on
+                x = rng.standard_normal((1, 64)).astype(np.float32)
+                result = await client.infer("digits", {"x": x})
+                expected = model.runtime.infer({"x": x})["y"]
+                np.testing.assert_allclose(result["y"], expected, rtol=1e-5)
+        router = model.router
+        assert model.stats.execution_count == 20
+        if inline_below_us:
+            assert router.inline_batches >= 20 - 8  # after its first few measured calls
+        else:
+            assert router.inline_batches == 0
+    finally:
+        await server.stop()

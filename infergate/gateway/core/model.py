@@ -9,7 +9,7 @@ from infergate.backends.base import LoadedModel
 from infergate.gateway.core.arms import Arm
 from infergate.gateway.core.batching import BatchQueue, policy_from_config
 from infergate.gateway.core.errors import Unavailable
-from infergate.gateway.core.routing import Router, make_policy
+from infergate.gateway.core.routing import DEFAULT_INLINE_BELOW_S, Router, make_policy
 from infergate.gateway.core.spec import ModelSpec
 from infergate.gateway.core.stats import ModelStats
 from infergate.gateway.core.tracing import BatchTelemetry
@@ -40,7 +40,11 @@ class ModelVersion:
         return self.arms[0].runtime
 
     def start(
-        self, executor: Executor, max_inflight: int, telemetry: BatchTelemetry | None = None
+        self,
+        executor: Executor,
+        max_inflight: int,
+        telemetry: BatchTelemetry | None = None,
+        inline_below_s: float = DEFAULT_INLINE_BELOW_S,
     ) -> None:
         """Start serving: router and batch queue (the queue needs the running loop).
 
@@ -53,6 +57,7 @@ class ModelVersion:
             self.arms,
             make_policy(self.config.routing, self.arms),
             executor,
+            inline_below_s=inline_below_s,
         )
         for arm in self.arms:
             arm.load.capacity = max_inflight

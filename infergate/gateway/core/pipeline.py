@@ -23,7 +23,7 @@ from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.registry import ModelRegistry
 from infergate.gateway.core.repository import ModelSource, list_models, read_model
 from infergate.gateway.core.request import InferRequest, InferResult, OutputTensor
-from infergate.gateway.core.routing import make_policy
+from infergate.gateway.core.routing import DEFAULT_INLINE_BELOW_S, make_policy
 from infergate.gateway.core.tracing import BatchTelemetry
 from infergate.gateway.core.validate import validate_request
 from infergate.protocol import model_config_pb2 as mc
@@ -46,6 +46,7 @@ class InferenceCore:
         *,
         worker_threads: int = 2,
         max_inflight_batches: int = 1,
+        inline_below_s: float = DEFAULT_INLINE_BELOW_S,
         default_max_batch_size: int = 32,
         cache_max_bytes: int = 256 * 1024 * 1024,
     ) -> None:
@@ -53,6 +54,7 @@ class InferenceCore:
         self.options = options
         self.default_max_batch_size = default_max_batch_size
         self.max_inflight_batches = max_inflight_batches
+        self.inline_below_s = inline_below_s
         self.registry = ModelRegistry()
         self.cache = ResponseCache(cache_max_bytes)
         self._executor = ThreadPoolExecutor(
@@ -97,7 +99,7 @@ class InferenceCore:
     def serve(self, model: ModelVersion) -> None:
         """Make a loaded model take traffic; versions it replaces drain in the background."""
         telemetry = BatchTelemetry(model.name, self._tracing, self._metrics)
-        model.start(self._executor, self.max_inflight_batches, telemetry)
+        model.start(self._executor, self.max_inflight_batches, telemetry, self.inline_below_s)
         for old in self.registry.set_ready(model):
             self._retire(old)
 

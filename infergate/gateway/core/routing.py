@@ -37,6 +37,12 @@ REPROBE_AFTER_S = 2.0
 WAIT_PAYS_FIXED_SHARE = 0.1
 # How often the router may log a change of preferred arm, per model.
 LOG_INTERVAL_S = 10.0
+# A batch predicted to take at most this long runs on the event loop itself, not on
+# a worker thread: handing a call to a thread and back costs about 100-150 us of CPU
+# and two waits for the GIL, more than a small model's whole call. Only once the
+# arm has this many measured batches: a new arm's first calls are its unknowns.
+DEFAULT_INLINE_BELOW_S = 200e-6
+INLINE_AFTER_SAMPLES = 8
 
 Tensors = dict[str, np.ndarray]
 
@@ -223,6 +229,7 @@ class Router:
         policy: RoutingPolicy,
         executor: Executor,
         clock: Callable[[], float] = time.monotonic,
+        inline_below_s: float = DEFAULT_INLINE_BELOW_S,
     ) -> None:
         if not arms:
             raise ValueError("a router needs at least one arm")
@@ -232,6 +239,8 @@ class Router:
         self.policy = policy
         self._executor = executor
         self._clock = clock
+        self.inline_below_s = inline_below_s  # 0: every call on a worker thread
+        self.inline_batches = 0
         self._batch_ids = itertools.count()
         self._preferred = ""
         self._logged_at = float("-inf")
@@ -264,7 +273,6 @@ class Router:
         )
 
     async def _run(self, arm: Arm, inputs: Tensors, rows: int) -> Execution:
-        loop = asyncio.get_running_loop()
         batch_id = next(self._batch_ids)
         arm.load.running[batch_id] = (self._clock(), arm.latency.predict_s(rows))
 
@@ -275,13 +283,30 @@ class Router:
             return outputs, wall_ns, self._clock() - start
 
         try:
-            outputs, wall_ns, seconds = await loop.run_in_executor(self._executor, run)
+            if self._runs_inline(arm, rows):
+                self.inline_batches += 1
+                outputs, wall_ns, seconds = run()
+            else:
+                loop = asyncio.get_running_loop()
+                outputs, wall_ns, seconds = await loop.run_in_executor(self._executor, run)
         except Exception as exc:
             raise BackendFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
             arm.load.running.pop(batch_id, None)
         arm.record_success(rows, seconds, self._clock())
         return Execution(outputs, arm, int(seconds * 1e9), wall_ns)
+
+    def _runs_inline(self, arm: Arm, rows: int) -> bool:
+        """Whether this call is measured to be cheaper than a thread hop.
+
+        The prediction follows recent batches: one that stalls raises it at once
+        (a weight of 0.25), so the calls after a slow one go back to the threads.
+        """
+        latency = arm.latency
+        return (
+            latency.samples >= INLINE_AFTER_SAMPLES
+            and latency.predict_s(rows) <= self.inline_below_s
+        )
 
     def waiting_pays(self) -> bool:
         """Whether batching saves time on the arm likely to run the next batch.

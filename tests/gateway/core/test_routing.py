@@ -15,6 +15,7 @@ from infergate.backends.base import LoadedModel
 from infergate.gateway.core.arms import COOL_DOWN_S, Arm, Circuit
 from infergate.gateway.core.errors import BackendFailed, InvalidInput, Unavailable
 from infergate.gateway.core.routing import (
+    INLINE_AFTER_SAMPLES,
     CostPolicy,
     FixedPolicy,
     LatencyPolicy,
@@ -67,6 +68,15 @@ class InlineExecutor(Executor):
         except BaseException as exc:
             future.set_exception(exc)
         return future
+
+
+class CountingExecutor(InlineExecutor):
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
 
 
 def arm(clock: Clock, backend: str, fixed_s: float, per_row_s: float = 0.0) -> Arm:
@@ -298,3 +308,50 @@ async def test_waiting_pays_only_when_the_fixed_cost_is_worth_sharing() -> None:
             a.latency.observe(rows, a.runtime.fixed_s + a.runtime.per_row_s * rows)  # type: ignore[attr-defined]
     assert Router("m", [memory_bound], LatencyPolicy(), InlineExecutor(), clock).waiting_pays()
     assert not Router("c", [compute_bound], LatencyPolicy(), InlineExecutor(), clock).waiting_pays()
+
+
+async def test_calls_measured_cheaper_than_a_thread_hop_run_on_the_loop() -> None:
+    clock = Clock()
+    fast = arm(clock, "a", 0.00005)  # 50 us a call
+    executor = CountingExecutor()
+    router = Router("m", [fast], LatencyPolicy(), executor, clock, inline_below_s=0.0002)
+    for _ in range(INLINE_AFTER_SAMPLES):
+        await router.execute(x(1))
+    assert executor.submitted == INLINE_AFTER_SAMPLES  # measured first, on the threads
+    for _ in range(5):
+        execution = await router.execute(x(1))
+    np.testing.assert_array_equal(execution.outputs["y"], x(1)["x"] * 2)
+    assert executor.submitted == INLINE_AFTER_SAMPLES and router.inline_batches == 5
+    assert fast.batches == INLINE_AFTER_SAMPLES + 5  # measured like any other call
+    # It stalls: that call ran inline, but the next ones go back to the threads.
+    assert isinstance(fast.runtime, TimedRuntime)
+    fast.runtime.fixed_s = 0.005
+    await router.execute(x(1))
+    await router.execute(x(1))
+    assert router.inline_batches == 6 and executor.submitted == INLINE_AFTER_SAMPLES + 1
+
+
+async def test_inline_execution_can_be_turned_off() -> None:
+    clock = Clock()
+    executor = CountingExecutor()
+    router = Router("m", [arm(clock, "a", 0.00001)], LatencyPolicy(), executor, clock, 0.0)
+    for _ in range(INLINE_AFTER_SAMPLES + 5):
+        await router.execute(x(1))
+    assert router.inline_batches == 0 and executor.submitted == INLINE_AFTER_SAMPLES + 5
+
+
+async def test_a_failing_inline_call_fails_over_like_a_threaded_one() -> None:
+    clock = Clock()
+    a, b = arm(clock, "a", 0.00001), arm(clock, "b", 0.00002)
+    router = Router("m", [a, b], LatencyPolicy(explore_fraction=0), CountingExecutor(), clock)
+    for _ in range(INLINE_AFTER_SAMPLES * 3):
+        await router.execute(x(1))
+    assert isinstance(a.runtime, TimedRuntime)
+    inline = router.inline_batches
+    assert inline > 0
+    a.runtime.failing = True
+    execution = await router.execute(x(1))
+    assert execution.arm is b and a.failures == 1 and "failed on cue" in a.last_error
+    # a's call failed inline; b, measured only a few times so far, ran on a thread.
+    assert b.latency.samples <= INLINE_AFTER_SAMPLES
+    assert router.inline_batches == inline + 1
