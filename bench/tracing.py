@@ -10,10 +10,13 @@ requests, on each gateway:
 - on: `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at a real OTLP/gRPC trace receiver
   (tests/otlp_receiver.py's, counting spans only) in a process of its own
   (bench.otlp_sink, as a collector on the same host), `OTEL_TRACES_SAMPLER=always_on`;
-  the gateway's export settings (OTEL_BSP_*) keep their defaults.
+  the gateway's export settings (OTEL_BSP_*) keep their defaults;
+- sampled: the same at the sampling a production service would use
+  (`parentbased_traceidratio`, SAMPLED_RATIO), to a receiver of its own so that the
+  span check below stays exact.
 
-Off and on alternate ROUNDS times, which goes first swapping each round (fresh
-gateways each time); the table gives the medians and the note each round's pair.
+The modes alternate ROUNDS times, their order reversed each round (fresh gateways
+each time); the table gives the medians and the note each round's off/on pair.
 
 Spans received are checked against what the gateway should have exported: per
 request a server span, a "queue wait" and a "backend" span, plus a "batch" span per
@@ -44,6 +47,7 @@ from bench.repository import RepositoryError, Twin, make_repository, source_vers
 from bench.statistics import ModelCounts, cpu_us_per_request, read_counts, usage
 
 TARGET_COST_PCT = 10.0
+SAMPLED_RATIO = 0.1
 # Off and on alternate this many times; the table gives medians. One pair of runs
 # moved by 25% or more between repeats on this shared 2-core machine.
 ROUNDS = 3
@@ -71,6 +75,8 @@ COLUMNS = [
     Column("on p50 (us)", "on_p50_us", num(0)),
     Column("cost", "cost_pct", percent()),
     Column("target", "target"),
+    Column(f"{SAMPLED_RATIO:.0%} sampled (infer/s)", "sampled_throughput", num(1)),
+    Column(f"cost at {SAMPLED_RATIO:.0%}", "sampled_cost_pct", percent()),
     Column("off CPU/req (us)", "off_cpu_us", num(0)),
     Column("on CPU/req (us)", "on_cpu_us", num(0)),
     Column("CPU cost", "cpu_cost_pct", percent()),
@@ -93,10 +99,10 @@ class Sink:
 
 
 @contextmanager
-def receiver_process(workdir: Path) -> Iterator[Sink]:
+def receiver_process(workdir: Path, name: str) -> Iterator[Sink]:
     """bench.otlp_sink in its own process; its counts are readable once the block ends."""
-    port_file = workdir / "otlp-sink.port"
-    counts_file = workdir / "otlp-sink.counts.json"
+    port_file = workdir / f"otlp-sink-{name}.port"
+    counts_file = workdir / f"otlp-sink-{name}.counts.json"
     for path in (port_file, counts_file):
         path.unlink(missing_ok=True)
     process = subprocess.Popen(
@@ -128,14 +134,22 @@ def receiver_process(workdir: Path) -> Iterator[Sink]:
             process.wait()
 
 
-def tracing_on(receiver_port: int) -> dict[str, str | None]:
+def tracing_on(receiver_port: int, ratio: float = 1.0) -> dict[str, str | None]:
+    sampler = (
+        {"OTEL_TRACES_SAMPLER": "always_on", "OTEL_TRACES_SAMPLER_ARG": None}
+        if ratio >= 1
+        else {
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(ratio),
+        }
+    )
     return {
         "OTEL_SDK_DISABLED": None,
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver_port}",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": None,
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_TRACES_SAMPLER": "always_on",
         "OTEL_SERVICE_NAME": "infergate-bench",
+        **sampler,
     }
 
 
@@ -145,14 +159,15 @@ def tracing_section(config: BenchConfig, workdir: Path) -> Section:
         key="tracing",
         title="Tracing: throughput with OpenTelemetry off vs on (100% sampled)",
         description=(
-            "Two gateways in turn on one repository "
+            "Gateways in turn on one repository "
             f"(`{' '.join(serve_args) or 'default flags'}`): tracing off "
-            "(`OTEL_SDK_DISABLED=true`), then on (`OTEL_TRACES_SAMPLER=always_on`, OTLP/gRPC "
+            "(`OTEL_SDK_DISABLED=true`), on (`OTEL_TRACES_SAMPLER=always_on`, OTLP/gRPC "
             "export to a real trace receiver in a process of its own, bench.otlp_sink), "
-            f"alternating {ROUNDS} times; the table gives the medians, the note every "
-            "round. Models pinned to onnxruntime; digits without dynamic batching or "
-            "response cache (perf_analyzer repeats one input: every request would be a hit), "
-            "mlp_large_on batches "
+            f"and on at {SAMPLED_RATIO:.0%} sampling (`parentbased_traceidratio`, to a "
+            f"receiver of its own), alternating {ROUNDS} times; the table gives the "
+            "medians, the note every round's off/on pair. Models pinned to onnxruntime; "
+            "digits without dynamic batching or response cache (perf_analyzer repeats one "
+            "input: every request would be a hit), mlp_large_on batches "
             f"(delay {QUEUE_DELAY_US} us). perf_analyzer, batch-1 synchronous requests; "
             "cost = (off - on) / off. CPU/req is the gateway process's CPU time (user + "
             "system) over the requests it answered during the run: on a busy machine it "
@@ -187,12 +202,19 @@ def tracing_section(config: BenchConfig, workdir: Path) -> Section:
 
     rounds: list[dict[str, dict[str, Any]]] = []
     counts: dict[str, ModelCounts] = {}
-    with receiver_process(workdir) as sink:
+    with (
+        receiver_process(workdir, "on") as sink,
+        receiver_process(workdir, "sampled") as sampled_sink,
+    ):
         for index in range(ROUNDS):
             log(f"  round {index + 1} of {ROUNDS}")
             one: dict[str, dict[str, Any]] = {name: {} for name in rows}
-            # Which goes first alternates, so drift over the run favours neither.
-            modes = [("off", TRACING_OFF), ("on", tracing_on(sink.port))]
+            # The order alternates, so drift over the run favours no mode.
+            modes = [
+                ("off", TRACING_OFF),
+                ("on", tracing_on(sink.port)),
+                ("sampled", tracing_on(sampled_sink.port, SAMPLED_RATIO)),
+            ]
             on_counts: dict[str, ModelCounts] = {}
             for mode, env in modes if index % 2 == 0 else modes[::-1]:
                 got = _run(config, workdir, repository, serve_args, loads, one, mode, env)
@@ -210,6 +232,7 @@ def tracing_section(config: BenchConfig, workdir: Path) -> Section:
                 )
             rounds.append(one)
     spans, exports = sink.counts()
+    sampled_spans, _ = sampled_sink.counts()
     for name, row in rows.items():
         _merge_rounds(row, [r[name] for r in rounds])
     section.rows.extend(rows.values())
@@ -220,6 +243,10 @@ def tracing_section(config: BenchConfig, workdir: Path) -> Section:
             row["cost_pct"] = cost * 100
             verdict = mark(cost * 100, at_most=TARGET_COST_PCT)
             row["target"] = f"<= {TARGET_COST_PCT:g}%: {verdict}"
+        sampled = row.get("sampled_throughput")
+        sampled_cost = None if off is None or sampled is None else ratio(off - sampled, off)
+        if sampled_cost is not None:
+            row["sampled_cost_pct"] = sampled_cost * 100
         off_cpu, on_cpu = row.get("off_cpu_us"), row.get("on_cpu_us")
         if off_cpu and on_cpu is not None:
             row["cpu_cost_pct"] = (on_cpu - off_cpu) / off_cpu * 100
@@ -246,6 +273,10 @@ def tracing_section(config: BenchConfig, workdir: Path) -> Section:
             "Fewer spans than expected: the gateway's span export queue dropped some (it "
             "was full: OTEL_BSP_MAX_QUEUE_SIZE), so the cost above is understated."
         )
+    section.remarks.append(
+        f"At {SAMPLED_RATIO:.0%} sampling (`parentbased_traceidratio`), its own receiver got "
+        f"{sampled_spans:,} spans."
+    )
     section.remarks.append(f"Target (issue 8): tracing costs at most {TARGET_COST_PCT:g}%.")
     return section
 
@@ -255,7 +286,7 @@ MEASURES = ("throughput", "p50_us", "cpu_us")
 
 def _merge_rounds(row: dict[str, Any], rounds: Sequence[dict[str, Any]]) -> None:
     """Medians over the rounds into the row; every round's throughput in its note."""
-    for mode in ("off", "on"):
+    for mode in ("off", "on", "sampled"):
         for measure in MEASURES:
             values = [r[f"{mode}_{measure}"] for r in rounds if r.get(f"{mode}_{measure}")]
             if values:
