@@ -142,6 +142,8 @@ class ProcessSink(Sink):
         if time.monotonic() - self._started_at >= RESTART_INTERVAL_S:
             self.restarts += 1
             self._start()
+            if self._child is not None:
+                log.info("tracing: span exporter restarted (pid %d)", self._child.pid)
         return self._child
 
     def _gone(self, why: str) -> None:
