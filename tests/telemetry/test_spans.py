@@ -166,8 +166,11 @@ def test_the_sampler_is_obeyed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
     never = tracing_with(Captured())
     assert never.start_request("rpc", None, {}) is None
+    assert never.start_request("rpc", [("user-agent", "x")], {}) is None
     started = tracing.start_request("rpc", None, {})
     assert started is not None and started.parent_span_id == 0  # a new trace
+    other = tracing.start_request("rpc", [("user-agent", "x")], {})  # no traceparent
+    assert other is not None and other.parent_span_id == 0
     tracing.shutdown()
     never.shutdown()
 
@@ -230,3 +233,25 @@ def test_batch_settings_follow_the_otel_bsp_variables(
     env: dict[str, str], expected: BatchSettings
 ) -> None:
     assert BatchSettings.from_env(env) == expected
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "garbage",
+        f"00-{'0' * 32}-{PARENT}-01",  # an all-zero trace id is invalid
+        f"ff-{TRACE}-{PARENT}-01",  # version ff is forbidden
+        f"00-{TRACE}-{PARENT}",  # no flags
+        "",
+    ],
+)
+def test_a_malformed_traceparent_starts_a_new_trace_instead_of_failing(header: str) -> None:
+    exporter = Captured()
+    tracing = tracing_with(exporter)
+    metadata = [("traceparent", header), ("tracestate", "x=" + "y" * 5000)]
+    span = tracing.start_request("rpc", metadata, {})
+    assert span is not None and span.parent_span_id == 0
+    assert f"{span.trace_id:032x}" != TRACE
+    span.end()
+    tracing.shutdown()
+    assert [s.name for s in exporter.spans()] == ["rpc"]
