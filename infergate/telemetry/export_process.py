@@ -36,7 +36,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from infergate.telemetry.spans import EncodingSink, Exporter, Sink, SpanRecord
+from infergate.telemetry.spans import EncodingSink, Exporter, Sink, SpanRecord, span_count
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def serve(frames: _Frames, ack_fd: int, make_exporter: Callable[[], Exporter] | 
             except Exception:  # a bad batch or a broken exporter loses that batch only
                 log.exception("span exporter: exporting %d spans failed", len(records))
                 sent = False
-            lost += 0 if sent else len(records)
+            lost += 0 if sent else sum(span_count(record) for record in records)
         elif kind == FLUSH:
             (ticket,) = _TICKET.unpack(body)
             _write_all(ack_fd, _frame(ACK, _ACK.pack(ticket, lost)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +45,7 @@ class Span:
         "_ids",
         "_pipeline",
         "attributes",
+        "derived",
         "end_ns",
         "events",
         "kind",
@@ -85,6 +87,8 @@ class Span:
         self.events: list[tuple[int, str, Mapping[str, AttributeValue]]] = []
         self.status_code = 0
         self.status_message = ""
+        # A batch span's requests' children, made where the spans are encoded.
+        self.derived: BatchChildren | None = None
 
     def child(
         self,
@@ -136,8 +140,18 @@ class Span:
             self.events,
             self.status_code,
             self.status_message,
+            self.derived,
         )
 
+
+# A request in a batch, for the spans derived from the batch's: its server span's
+# trace id, span id and trace state, and when (ns since the epoch) it joined the queue.
+QueuedRequest = tuple[int, int, str, int]
+# The children a batch span stands for: per request a "queue wait" (from joining the
+# queue to the batch's start) and, if the batch ran, a "backend" span (the runtime
+# call: arm name, start, end). Recording them as data, not spans, keeps the request
+# path to one span per batch; the exporter makes them (derived_spans).
+BatchChildren = tuple[tuple[QueuedRequest, ...], tuple[str, int, int] | None]
 
 # A finished span, in Span.record()'s field order.
 SpanRecord = tuple[
@@ -154,7 +168,75 @@ SpanRecord = tuple[
     Sequence[tuple[int, str, Mapping[str, AttributeValue]]],  # events
     int,  # status code
     str,  # status message
+    BatchChildren | None,
 ]
+
+
+def derived_spans(record: SpanRecord) -> list[SpanRecord]:
+    """The spans a batch span's record stands for (none for any other span)."""
+    derived = record[13]
+    if derived is None:
+        return []
+    queued, execution = derived
+    batch_start_ns = record[5]
+    model = record[7].get("infergate.model", "")
+    out: list[SpanRecord] = []
+    for trace_id, parent_id, trace_state, enqueued_ns in queued:
+        out.append(
+            (
+                trace_id,
+                _span_id(),
+                parent_id,
+                "queue wait",
+                KIND_INTERNAL,
+                enqueued_ns,
+                batch_start_ns,
+                {"infergate.model": model},
+                trace_state,
+                (),
+                (),
+                0,
+                "",
+                None,
+            )
+        )
+        if execution is not None:
+            arm, start_ns, end_ns = execution
+            out.append(
+                (
+                    trace_id,
+                    _span_id(),
+                    parent_id,
+                    "backend",
+                    KIND_INTERNAL,
+                    start_ns,
+                    end_ns,
+                    {"infergate.arm": arm},
+                    trace_state,
+                    (),
+                    (),
+                    0,
+                    "",
+                    None,
+                )
+            )
+    return out
+
+
+def span_count(record: SpanRecord) -> int:
+    """How many spans a record is: itself and those derived from it."""
+    derived = record[13]
+    if derived is None:
+        return 1
+    queued, execution = derived
+    return 1 + len(queued) * (1 if execution is None else 2)
+
+
+def _span_id() -> int:
+    while True:
+        span_id = random.getrandbits(64)
+        if span_id:
+            return span_id
 
 
 def encode(record: SpanRecord) -> bytes:
@@ -173,7 +255,11 @@ def encode(record: SpanRecord) -> bytes:
         events,
         status_code,
         status_message,
+        derived,
     ) = record
+    if derived is not None and not links:
+        # A batch span links to the server span of every request it served.
+        links = [(request[0], request[1]) for request in derived[0]]
     return otlp_wire.span(
         trace_id=trace_id,
         span_id=span_id,
@@ -230,12 +316,11 @@ class EncodingSink(Sink):
         self.exported = 0
 
     def send(self, records: list[SpanRecord]) -> bool:
-        payload = otlp_wire.export_request(
-            self._resource, self._scope, [encode(record) for record in records]
-        )
-        if not self._exporter.export(payload, len(records)):
+        spans = [encode(r) for record in records for r in (record, *derived_spans(record))]
+        payload = otlp_wire.export_request(self._resource, self._scope, spans)
+        if not self._exporter.export(payload, len(spans)):
             return False
-        self.exported += len(records)
+        self.exported += len(spans)
         return True
 
     def shutdown(self, timeout_s: float) -> None:
@@ -332,7 +417,7 @@ class ExportPipeline:
                 log.exception("exporting %d spans failed", len(batch))
                 sent = False
             if not sent:
-                self.lost += len(batch)
+                self.lost += sum(span_count(record) for record in batch)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Export everything queued so far; False if that took longer than timeout_s."""

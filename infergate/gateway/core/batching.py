@@ -41,8 +41,9 @@ from infergate.gateway.core.errors import (
 )
 from infergate.gateway.core.routing import Execution
 from infergate.gateway.core.stats import ModelStats
-from infergate.gateway.core.tracing import BatchTelemetry, RequestTrace
+from infergate.gateway.core.tracing import BatchTelemetry
 from infergate.protocol import model_config_pb2 as mc
+from infergate.telemetry.spans import Span
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class _Pending:
     deadline: float | None
     future: asyncio.Future[Tensors] = field(repr=False)
     started: bool = False
-    trace: RequestTrace | None = field(default=None, repr=False)
+    trace: Span | None = field(default=None, repr=False)  # its server span, if traced
 
 
 def policy_from_config(config: mc.ModelConfig, max_inflight: int) -> BatchPolicy:
@@ -198,7 +199,7 @@ class BatchQueue:
         except TimeoutError:
             item.future.cancel()  # if still queued, the scheduler drops it
             if not item.started:
-                self._telemetry.left_queue(item.trace, "deadline exceeded")
+                self._telemetry.dropped(item.trace, item.enqueued_ns, "deadline exceeded")
             raise DeadlineExceeded(
                 f"model '{self.name}': the request's time ran out before it could be answered "
                 f"(deadline {_ms(deadline_s)}, queue timeout {_ms(queue_s)})"
@@ -206,7 +207,7 @@ class BatchQueue:
         except asyncio.CancelledError:
             item.future.cancel()  # the caller went away: never run it
             if not item.started:
-                self._telemetry.left_queue(item.trace, "cancelled")
+                self._telemetry.dropped(item.trace, item.enqueued_ns, "cancelled")
             raise
 
     async def aclose(self, drain: bool = True) -> None:
@@ -296,7 +297,7 @@ class BatchQueue:
                 item.future.set_exception(
                     DeadlineExceeded(f"model '{self.name}': the request timed out in the queue")
                 )
-                self._telemetry.left_queue(item.trace, "timed out in the queue")
+                self._telemetry.dropped(item.trace, item.enqueued_ns, "timed out in the queue")
                 continue
             kept.append(item)
         self._queue = kept
@@ -359,7 +360,6 @@ class BatchQueue:
             waited_ns = started - item.enqueued_ns
             self._stats.queue.add(waited_ns)
             queue_s.append(waited_ns / 1e9)
-            self._telemetry.left_queue(item.trace)
         rows = sum(item.rows for item in batch)
         if len(batch) == 1:
             stacked = batch[0].inputs
@@ -368,6 +368,8 @@ class BatchQueue:
             stacked = {n: np.concatenate([item.inputs[n] for item in batch]) for n in names}
         input_ns = time.perf_counter_ns() - started
         traces = [item.trace for item in batch]
+        enqueued = [item.enqueued_ns for item in batch]
+        times = (started, started_wall_ns)
         try:
             try:
                 execution = await self._execute(stacked)
@@ -377,11 +379,11 @@ class BatchQueue:
             parts = _split(execution.outputs, [item.rows for item in batch], self.name)
         except GatewayError as exc:
             self._fail(batch, exc)
-            self._telemetry.batch_done(traces, queue_s, rows, started_wall_ns, None, exc)
+            self._telemetry.batch_done(traces, enqueued, queue_s, rows, times, None, exc)
             return
         except Exception as exc:
             self._fail(batch, BackendFailed(f"model '{self.name}': {type(exc).__name__}: {exc}"))
-            self._telemetry.batch_done(traces, queue_s, rows, started_wall_ns, None, exc)
+            self._telemetry.batch_done(traces, enqueued, queue_s, rows, times, None, exc)
             return
         for item, part in zip(batch, parts, strict=True):
             if not item.future.done():
@@ -393,7 +395,7 @@ class BatchQueue:
             execution.infer_ns,
             time.perf_counter_ns() - split_started,
         )
-        self._telemetry.batch_done(traces, queue_s, rows, started_wall_ns, execution)
+        self._telemetry.batch_done(traces, enqueued, queue_s, rows, times, execution)
 
     @staticmethod
     def _fail(batch: list[_Pending], error: GatewayError) -> None:

@@ -4,25 +4,23 @@ Spans (when tracing is on): each request gets a "queue wait" child, from enqueue
 the start of its batch, and a "backend" child covering the runtime call that served
 it; each batch gets one "batch" span linked to the server span of every request in
 it, carrying backend, device, variant and size. With tracing off none of this runs.
+
+The request path records only the batch span, with its requests' queue and backend
+times as data: the exporter makes the children from them (spans.derived_spans). A
+request dropped from the queue (timed out, cancelled) gets its failed queue-wait
+span at once.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from infergate.gateway.core.routing import Execution
 from infergate.telemetry import spans
 from infergate.telemetry.metrics import Metrics
 from infergate.telemetry.spans import Span
 from infergate.telemetry.tracing import Tracing
-
-
-@dataclass(frozen=True)
-class RequestTrace:
-    server_span: Span  # the request's server span, parent of its children
-    queue_span: Span
 
 
 class BatchTelemetry:
@@ -32,45 +30,57 @@ class BatchTelemetry:
         self._metrics = metrics
         self.tracing = self._tracing is not None
 
-    def enqueued(self) -> RequestTrace | None:
+    def enqueued(self) -> Span | None:
+        """The server span of the request joining the queue (None: not traced)."""
         if self._tracing is None:
             return None
-        server = spans.current.get()
-        if server is None:  # this request is not sampled
-            return None
-        return RequestTrace(server, server.child("queue wait", {"infergate.model": self.model}))
+        return spans.current.get()  # None when this request is not sampled
 
-    def left_queue(self, request: RequestTrace | None, why: str = "") -> None:
-        """The request's wait is over: its batch starts, or it was dropped (why)."""
+    def dropped(self, request: Span | None, enqueued_ns: int, why: str) -> None:
+        """A request left the queue without running (enqueued_ns: perf_counter_ns)."""
         if request is None:
             return
-        if why:
-            request.queue_span.set_error(why)
-        request.queue_span.end()
+        waited_ns = time.perf_counter_ns() - enqueued_ns
+        now_ns = time.time_ns()
+        span = request.child("queue wait", {"infergate.model": self.model}, now_ns - waited_ns)
+        span.set_error(why)
+        span.end(now_ns)
 
     def batch_done(
         self,
-        requests: Sequence[RequestTrace | None],
+        requests: Sequence[Span | None],
+        enqueued_ns: Sequence[int],
         queue_s: Sequence[float],
         rows: int,
-        started_wall_ns: int,
+        started: tuple[int, int],
         execution: Execution | None,
         error: BaseException | None = None,
     ) -> None:
+        """started: the batch's start, (perf_counter_ns, time_ns)."""
         if self._metrics is not None:
             self._metrics.observe_queue(self.model, queue_s)
             if execution is not None:
                 self._metrics.observe_batch(
                     self.model, execution.arm.name, rows, execution.infer_ns / 1e9
                 )
-        traced = [r for r in requests if r is not None]
-        if self._tracing is None or not traced:
+        if self._tracing is None:
+            return
+        started_ns, started_wall_ns = started
+        # Queue entry times are perf_counter_ns; spans need wall-clock times.
+        wall_offset_ns = started_wall_ns - started_ns
+        queued = tuple(
+            (server.trace_id, server.span_id, server.trace_state, enqueued + wall_offset_ns)
+            for server, enqueued in zip(requests, enqueued_ns, strict=True)
+            if server is not None
+        )
+        if not queued:
             return
         attributes: dict[str, str | bool | int | float] = {
             "infergate.model": self.model,
             "infergate.batch.rows": rows,
             "infergate.batch.requests": len(requests),
         }
+        ran: tuple[str, int, int] | None = None
         if execution is not None:
             arm = execution.arm
             attributes.update(
@@ -81,19 +91,15 @@ class BatchTelemetry:
                     "infergate.arm": arm.name,
                 }
             )
+            ran = (
+                arm.name,
+                execution.started_wall_ns,
+                execution.started_wall_ns + execution.infer_ns,
+            )
         batch = self._tracing.start_root("batch", attributes, started_wall_ns)
         if batch is None:
             return
-        batch.links = [(r.server_span.trace_id, r.server_span.span_id) for r in traced]
+        batch.derived = (queued, ran)
         if error is not None:
             batch.set_error(str(error), error)
-        if execution is not None:
-            end_ns = execution.started_wall_ns + execution.infer_ns
-            # One attribute only: the linked batch span carries the rest.
-            arm_name = execution.arm.name
-            for request in traced:
-                backend = request.server_span.child(
-                    "backend", {"infergate.arm": arm_name}, execution.started_wall_ns
-                )
-                backend.end(end_ns)
         batch.end(time.time_ns())
