@@ -12,6 +12,7 @@ import pytest
 from infergate.gateway.server import GatewayServer
 from infergate.settings import Settings
 from tests import onnx_models
+from tests.otlp_receiver import Receiver
 
 # Gateways that tests start as processes (the CLI) serve no metrics unless a test
 # asks: the default port 8002 may be taken on a developer's machine.
@@ -43,3 +44,12 @@ async def gateway(repository: Path) -> AsyncIterator[GatewayServer]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real OTLP/gRPC trace receiver on loopback."""
+    r = Receiver()
+    await r.start()
+    yield r
+    await r.stop()

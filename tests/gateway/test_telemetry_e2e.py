@@ -6,7 +6,6 @@ import asyncio
 import shutil
 import socket
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -40,14 +39,6 @@ def repo(tmp_path: Path) -> Path:
     shutil.copytree(DEMO_REPOSITORY / "digits" / "1", repo / "digits" / "1")
     (repo / "digits" / "config.pbtxt").write_text(CONFIG)
     return repo
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 def traceparent(i: int) -> tuple[str, str, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -20,14 +19,6 @@ from tests.otlp_receiver import Receiver
 
 TRACE = "ab" * 16
 PARENT = "cd" * 8
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 def tracing_to(receiver: Receiver) -> Tracing:
