@@ -179,48 +179,41 @@ def derived_spans(record: SpanRecord) -> list[SpanRecord]:
         return []
     queued, execution = derived
     batch_start_ns = record[5]
-    model = record[7].get("infergate.model", "")
-    out: list[SpanRecord] = []
+    queue_attributes = {"infergate.model": record[7].get("infergate.model", "")}
+    out = []
     for trace_id, parent_id, trace_state, enqueued_ns in queued:
-        out.append(
-            (
-                trace_id,
-                _span_id(),
-                parent_id,
-                "queue wait",
-                KIND_INTERNAL,
-                enqueued_ns,
-                batch_start_ns,
-                {"infergate.model": model},
-                trace_state,
-                (),
-                (),
-                0,
-                "",
-                None,
-            )
-        )
+        request = (trace_id, parent_id, trace_state)
+        out.append(_child(request, "queue wait", enqueued_ns, batch_start_ns, queue_attributes))
         if execution is not None:
             arm, start_ns, end_ns = execution
-            out.append(
-                (
-                    trace_id,
-                    _span_id(),
-                    parent_id,
-                    "backend",
-                    KIND_INTERNAL,
-                    start_ns,
-                    end_ns,
-                    {"infergate.arm": arm},
-                    trace_state,
-                    (),
-                    (),
-                    0,
-                    "",
-                    None,
-                )
-            )
+            out.append(_child(request, "backend", start_ns, end_ns, {"infergate.arm": arm}))
     return out
+
+
+def _child(
+    request: tuple[int, int, str],
+    name: str,
+    start_ns: int,
+    end_ns: int,
+    attributes: Mapping[str, AttributeValue],
+) -> SpanRecord:
+    trace_id, parent_id, trace_state = request
+    return (
+        trace_id,
+        _span_id(),
+        parent_id,
+        name,
+        KIND_INTERNAL,
+        start_ns,
+        end_ns,
+        attributes,
+        trace_state,
+        (),
+        (),
+        0,
+        "",
+        None,
+    )
 
 
 def span_count(record: SpanRecord) -> int:
@@ -382,7 +375,7 @@ class ExportPipeline:
         if self._stopping:
             return
         if len(self._queue) >= self.settings.max_queue_size:
-            self.dropped += 1
+            self.dropped += span_count(span.record())
             return
         self._queue.append(span)  # deque.append is atomic: no lock on the request path
         if len(self._queue) >= self.settings.max_export_batch_size:
