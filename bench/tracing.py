@@ -48,9 +48,10 @@ from bench.statistics import ModelCounts, cpu_us_per_request, read_counts, usage
 
 TARGET_COST_PCT = 10.0
 SAMPLED_RATIO = 0.1
-# Off and on alternate this many times; the table gives medians. One pair of runs
-# moved by 25% or more between repeats on this shared 2-core machine.
-ROUNDS = 3
+# The modes alternate this many times; the table gives medians. One pair of runs
+# moved by 25% or more between repeats on this shared 2-core machine, and three
+# rounds gave digits medians of 8.5% and 39% in two full runs an hour apart.
+ROUNDS = 5
 # (model in the bench repository, its twin, concurrency)
 LOADS: tuple[tuple[str, Twin, int], ...] = (
     ("digits", Twin("digits"), 16),
