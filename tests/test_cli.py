@@ -111,6 +111,21 @@ def test_backends_command_lists_onnxruntime_on_cpu() -> None:
     assert rows["onnxruntime"]["devices"] == ["cpu"]
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    # As `infergate backends | head -c 0` would: the pipe's read end is closed
+    # before the command writes its table.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [str(BIN), "backends"], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
+
+
 def test_a_taken_port_is_a_clear_error(served: tuple[subprocess.Popen[str], int]) -> None:
     _, port = served
     result = subprocess.run(
