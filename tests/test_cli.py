@@ -111,6 +111,17 @@ def test_backends_command_lists_onnxruntime_on_cpu() -> None:
     assert rows["onnxruntime"]["devices"] == ["cpu"]
 
 
+def test_a_negative_inline_threshold_is_a_clear_error() -> None:
+    result = subprocess.run(
+        [str(BIN), "serve", "--port", "0", "--metrics-port", "0", "--inline-below-us", "-5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "inline_below_us must be >= 0" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
     # As `infergate backends | head -c 0` would: the pipe's read end is closed
     # before the command writes its table.

@@ -24,7 +24,7 @@ from infergate.gateway.servicers.observe import InferenceObserver
 from infergate.protocol import admin_pb2_grpc as apb_grpc
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import inference_pb2_grpc as pb_grpc
-from infergate.settings import Settings
+from infergate.settings import Settings, SettingsError
 from infergate.telemetry import Metrics, setup_tracing
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,10 @@ class GatewayServer:
     """
 
     def __init__(self, settings: Settings, backends: Mapping[str, Backend] | None = None) -> None:
+        if settings.inline_below_us < 0:
+            raise SettingsError(
+                f"inline_below_us must be >= 0 (0: never inline), not {settings.inline_below_us}"
+            )
         self.settings = settings
         if backends is None:
             discovered = discover(settings.backends)
