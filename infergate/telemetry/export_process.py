@@ -34,9 +34,9 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
-from infergate.telemetry.spans import EncodingSink, Exporter, Sink, SpanRecord, span_count
+from infergate.telemetry.spans import EncodingSink, Sink, SpanRecord, send_or_count_lost
 
 log = logging.getLogger(__name__)
 
@@ -209,28 +209,20 @@ class ProcessSink(Sink):
             log.warning("tracing lost %d spans: their export failed", self.lost_in_exporter)
 
 
-def serve(frames: _Frames, ack_fd: int, make_exporter: Callable[[], Exporter] | None = None) -> int:
+def serve(frames: _Frames, ack_fd: int) -> int:
     """The exporter's loop: hello, then batches and flushes until end of input."""
+    from infergate.telemetry.tracing import OtlpGrpcExporter
+
     first = frames.next()
     if first is None or first[0] != HELLO:
         log.error("span exporter: no hello from the gateway")
         return 2
     resource_bytes, scope_bytes = pickle.loads(first[1])
-    if make_exporter is None:
-        from infergate.telemetry.tracing import OtlpGrpcExporter
-
-        make_exporter = OtlpGrpcExporter
-    sink = EncodingSink(make_exporter(), resource_bytes, scope_bytes)
+    sink = EncodingSink(OtlpGrpcExporter(), resource_bytes, scope_bytes)
     lost = 0
     for kind, body in frames:
         if kind == SPANS:
-            records: list[SpanRecord] = pickle.loads(body)
-            try:
-                sent = sink.send(records)
-            except Exception:  # a bad batch or a broken exporter loses that batch only
-                log.exception("span exporter: exporting %d spans failed", len(records))
-                sent = False
-            lost += 0 if sent else sum(span_count(record) for record in records)
+            lost += send_or_count_lost(sink, pickle.loads(body))
         elif kind == FLUSH:
             (ticket,) = _TICKET.unpack(body)
             _write_all(ack_fd, _frame(ACK, _ACK.pack(ticket, lost)))

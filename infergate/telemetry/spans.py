@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 # OTLP SpanKind and Status.code values.
 KIND_INTERNAL = 1
 KIND_SERVER = 2
-STATUS_OK = 1
 STATUS_ERROR = 2
 
 
@@ -299,6 +298,17 @@ class Sink:
         pass
 
 
+def send_or_count_lost(sink: Sink, records: list[SpanRecord]) -> int:
+    """Send one batch; the spans lost if it failed. A bad span or a broken exporter
+    loses that batch only: the caller (a thread or the exporter's loop) goes on."""
+    try:
+        if sink.send(records):
+            return 0
+    except Exception:
+        log.exception("exporting %d span records failed", len(records))
+    return sum(span_count(record) for record in records)
+
+
 class EncodingSink(Sink):
     """Encodes each batch as one OTLP request and exports it here, in this thread."""
 
@@ -306,15 +316,11 @@ class EncodingSink(Sink):
         self._exporter = exporter
         self._resource = resource_bytes
         self._scope = scope_bytes
-        self.exported = 0
 
     def send(self, records: list[SpanRecord]) -> bool:
         spans = [encode(r) for record in records for r in (record, *derived_spans(record))]
         payload = otlp_wire.export_request(self._resource, self._scope, spans)
-        if not self._exporter.export(payload, len(spans)):
-            return False
-        self.exported += len(spans)
-        return True
+        return self._exporter.export(payload, len(spans))
 
     def shutdown(self, timeout_s: float) -> None:
         self._exporter.shutdown()
@@ -404,13 +410,7 @@ class ExportPipeline:
         size = self.settings.max_export_batch_size
         while len(self._queue) >= size or (drain and self._queue):
             batch = [self._queue.popleft().record() for _ in range(min(len(self._queue), size))]
-            try:
-                sent = self._sink.send(batch)
-            except Exception:  # the export thread must survive a bad span or exporter
-                log.exception("exporting %d spans failed", len(batch))
-                sent = False
-            if not sent:
-                self.lost += sum(span_count(record) for record in batch)
+            self.lost += send_or_count_lost(self._sink, batch)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Export everything queued so far; False if that took longer than timeout_s."""

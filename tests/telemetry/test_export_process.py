@@ -39,6 +39,15 @@ def sink_of(tracing: Tracing) -> ProcessSink:
     return pipeline._sink
 
 
+def kill_exporter(tracing: Tracing) -> ProcessSink:
+    """Kill the exporter process under a running pipeline; its sink is returned."""
+    sink = sink_of(tracing)
+    assert sink._child is not None
+    sink._child.kill()
+    sink._child.wait()
+    return sink
+
+
 def end_span(tracing: Tracing, name: str) -> None:
     span = tracing.start_request(name, [("traceparent", f"00-{TRACE}-{PARENT}-01")], {"n": name})
     assert span is not None
@@ -74,11 +83,8 @@ async def test_a_killed_exporter_is_restarted_by_the_next_batch(
 ) -> None:
     monkeypatch.setattr(export_process, "RESTART_INTERVAL_S", 0.0)
     tracing = tracing_to(receiver)
-    sink = sink_of(tracing)
-    first = sink._child
-    assert first is not None
-    first.kill()
-    first.wait()
+    first = sink_of(tracing)._child
+    sink = kill_exporter(tracing)
     end_span(tracing, "after the crash")
     assert await asyncio.to_thread(tracing.flush, 20)
     assert sink.restarts == 1 and sink._child is not first
@@ -91,10 +97,7 @@ async def test_a_dead_exporter_loses_batches_until_it_may_restart(
 ) -> None:
     monkeypatch.setattr(export_process, "RESTART_INTERVAL_S", 3600.0)
     tracing = tracing_to(receiver)
-    sink = sink_of(tracing)
-    assert sink._child is not None
-    sink._child.kill()
-    sink._child.wait()
+    sink = kill_exporter(tracing)
     end_span(tracing, "lost")
     assert not await asyncio.to_thread(tracing.flush, 5)  # nothing to flush through
     pipeline = tracing._pipeline

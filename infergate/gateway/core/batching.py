@@ -354,12 +354,9 @@ class BatchQueue:
             return
         started = time.perf_counter_ns()
         started_wall_ns = time.time_ns()
-        queue_s = []
         for item in batch:
             item.started = True
-            waited_ns = started - item.enqueued_ns
-            self._stats.queue.add(waited_ns)
-            queue_s.append(waited_ns / 1e9)
+            self._stats.queue.add(started - item.enqueued_ns)
         rows = sum(item.rows for item in batch)
         if len(batch) == 1:
             stacked = batch[0].inputs
@@ -369,7 +366,7 @@ class BatchQueue:
         input_ns = time.perf_counter_ns() - started
         traces = [item.trace for item in batch]
         enqueued = [item.enqueued_ns for item in batch]
-        times = (started, started_wall_ns)
+        times = (started, started_wall_ns)  # perf_counter_ns, time_ns
         try:
             try:
                 execution = await self._execute(stacked)
@@ -379,11 +376,11 @@ class BatchQueue:
             parts = _split(execution.outputs, [item.rows for item in batch], self.name)
         except GatewayError as exc:
             self._fail(batch, exc)
-            self._telemetry.batch_done(traces, enqueued, queue_s, rows, times, None, exc)
+            self._telemetry.batch_done(traces, enqueued, rows, times, None, exc)
             return
         except Exception as exc:
             self._fail(batch, BackendFailed(f"model '{self.name}': {type(exc).__name__}: {exc}"))
-            self._telemetry.batch_done(traces, enqueued, queue_s, rows, times, None, exc)
+            self._telemetry.batch_done(traces, enqueued, rows, times, None, exc)
             return
         for item, part in zip(batch, parts, strict=True):
             if not item.future.done():
@@ -395,7 +392,7 @@ class BatchQueue:
             execution.infer_ns,
             time.perf_counter_ns() - split_started,
         )
-        self._telemetry.batch_done(traces, enqueued, queue_s, rows, times, execution)
+        self._telemetry.batch_done(traces, enqueued, rows, times, execution)
 
     @staticmethod
     def _fail(batch: list[_Pending], error: GatewayError) -> None:

@@ -28,7 +28,6 @@ class BatchTelemetry:
         self.model = model
         self._tracing = tracing if tracing is not None and tracing.enabled else None
         self._metrics = metrics
-        self.tracing = self._tracing is not None
 
     def enqueued(self) -> Span | None:
         """The server span of the request joining the queue (None: not traced)."""
@@ -50,22 +49,24 @@ class BatchTelemetry:
         self,
         requests: Sequence[Span | None],
         enqueued_ns: Sequence[int],
-        queue_s: Sequence[float],
         rows: int,
         started: tuple[int, int],
         execution: Execution | None,
         error: BaseException | None = None,
     ) -> None:
-        """started: the batch's start, (perf_counter_ns, time_ns)."""
+        """enqueued_ns: when each request joined the queue (perf_counter_ns);
+        started: the batch's start, (perf_counter_ns, time_ns)."""
+        started_ns, started_wall_ns = started
         if self._metrics is not None:
-            self._metrics.observe_queue(self.model, queue_s)
+            self._metrics.observe_queue(
+                self.model, [(started_ns - enqueued) / 1e9 for enqueued in enqueued_ns]
+            )
             if execution is not None:
                 self._metrics.observe_batch(
                     self.model, execution.arm.name, rows, execution.infer_ns / 1e9
                 )
         if self._tracing is None:
             return
-        started_ns, started_wall_ns = started
         # Queue entry times are perf_counter_ns; spans need wall-clock times.
         wall_offset_ns = started_wall_ns - started_ns
         queued = tuple(

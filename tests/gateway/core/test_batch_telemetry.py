@@ -20,11 +20,15 @@ from tests.telemetry.test_spans import Captured, values
 ARM = Arm("onnxruntime", "cpu", "fp32", runtime=None)  # type: ignore[arg-type]
 
 
+Traced = tuple[Tracing, Captured, BatchTelemetry]
+
+
 @pytest.fixture
-def traced() -> Iterator[tuple[Tracing, Captured]]:
+def traced() -> Iterator[Traced]:
+    """Tracing that captures what it exports, and a model's batch telemetry on it."""
     exporter = Captured()
     tracing = setup_tracing(True, {"OTEL_BSP_SCHEDULE_DELAY": "60000"}, exporter=exporter)
-    yield tracing, exporter
+    yield tracing, exporter, BatchTelemetry("digits", tracing, None)
     tracing.shutdown()
 
 
@@ -43,10 +47,9 @@ def exported(tracing: Tracing, exporter: Captured) -> dict[str, list[Any]]:
 
 
 def test_a_batch_records_one_span_and_its_requests_children_are_derived(
-    traced: tuple[Tracing, Captured],
+    traced: Traced,
 ) -> None:
-    tracing, exporter = traced
-    telemetry = BatchTelemetry("digits", tracing, None)
+    tracing, exporter, telemetry = traced
     servers = [request_span(tracing, str(i)) for i in range(2)]
     queued_ns = []
     for server in servers:  # each request joins the queue inside its own server span
@@ -56,7 +59,7 @@ def test_a_batch_records_one_span_and_its_requests_children_are_derived(
         queued_ns.append(time.perf_counter_ns())
     started = (time.perf_counter_ns(), time.time_ns())
     execution = Execution({}, ARM, infer_ns=400_000, started_wall_ns=started[1] + 1_000)
-    telemetry.batch_done(servers, queued_ns, [0.001, 0.0005], 3, started, execution)
+    telemetry.batch_done(servers, queued_ns, 3, started, execution)
     for server in servers:
         server.end()
     got = exported(tracing, exporter)
@@ -86,16 +89,13 @@ def test_a_batch_records_one_span_and_its_requests_children_are_derived(
 
 
 def test_a_failed_batch_has_an_error_and_no_backend_spans(
-    traced: tuple[Tracing, Captured],
+    traced: Traced,
 ) -> None:
-    tracing, exporter = traced
-    telemetry = BatchTelemetry("digits", tracing, None)
+    tracing, exporter, telemetry = traced
     server = request_span(tracing, "1")
     started = (time.perf_counter_ns(), time.time_ns())
     error = RuntimeError("device lost")
-    telemetry.batch_done(
-        [server, None], [started[0], started[0]], [0.0, 0.0], 2, started, None, error
-    )
+    telemetry.batch_done([server, None], [started[0], started[0]], 2, started, None, error)
     got = exported(tracing, exporter)
     (batch,) = got["batch"]
     assert batch.status.code == 2 and "device lost" in batch.status.message
@@ -105,10 +105,9 @@ def test_a_failed_batch_has_an_error_and_no_backend_spans(
 
 
 def test_a_request_dropped_from_the_queue_gets_a_failed_queue_wait_at_once(
-    traced: tuple[Tracing, Captured],
+    traced: Traced,
 ) -> None:
-    tracing, exporter = traced
-    telemetry = BatchTelemetry("digits", tracing, None)
+    tracing, exporter, telemetry = traced
     server = request_span(tracing, "1")
     enqueued_ns = time.perf_counter_ns() - 5_000_000  # it waited 5 ms
     telemetry.dropped(server, enqueued_ns, "timed out in the queue")
@@ -118,11 +117,10 @@ def test_a_request_dropped_from_the_queue_gets_a_failed_queue_wait_at_once(
     assert wait.end_time_unix_nano - wait.start_time_unix_nano >= 5_000_000
 
 
-def test_untraced_requests_record_nothing(traced: tuple[Tracing, Captured]) -> None:
-    tracing, exporter = traced
-    telemetry = BatchTelemetry("digits", tracing, None)
+def test_untraced_requests_record_nothing(traced: Traced) -> None:
+    tracing, exporter, telemetry = traced
     assert telemetry.enqueued() is None  # no server span: not sampled
     started = (time.perf_counter_ns(), time.time_ns())
-    telemetry.batch_done([None], [started[0]], [0.0], 1, started, None)
+    telemetry.batch_done([None], [started[0]], 1, started, None)
     telemetry.dropped(None, started[0], "cancelled")
     assert exported(tracing, exporter) == {}
