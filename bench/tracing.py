@@ -1,6 +1,6 @@
 """Section "tracing": throughput with OpenTelemetry tracing off vs on (100% sampled).
 
-Two gateways, one after the other, serve the same temporary repository: `digits`
+Three gateways, one per mode, serve the same temporary repository: `digits`
 (its own config, no dynamic batching: the most requests per second, so the most
 spans) and `mlp_large_on` (mlp_large with the batching section's dynamic batching).
 perf_analyzer drives digits at concurrency 16 and mlp_large_on at 32, batch-1
@@ -15,8 +15,12 @@ requests, on each gateway:
   (`parentbased_traceidratio`, SAMPLED_RATIO), to a receiver of its own so that the
   span check below stays exact.
 
-The modes alternate ROUNDS times, their order reversed each round (fresh gateways
-each time); the table gives the medians and the note each round's off/on pair.
+All three run for the whole section (an idle one costs nothing measurable) and take
+turns: each round measures every mode once per model, the order reversed each round.
+A cost is the median of the rounds' own costs, each from runs a minute apart:
+this shared 2-core machine changes speed by 20% between minutes (the same gateway
+with tracing off gave 1,440 and 1,860 infer/s in two runs), which a comparison of
+runs far apart in time would read as a cost or a gain.
 
 Spans received are checked against what the gateway should have exported: per
 request a server span, a "queue wait" and a "backend" span, plus a "batch" span per
@@ -28,6 +32,7 @@ Target (issue 8): tracing costs at most 10% throughput.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import subprocess
@@ -42,16 +47,14 @@ from typing import Any
 from bench import harness
 from bench.batching import QUEUE_DELAY_US, SERVE_ARGS
 from bench.harness import GatewayError, PerfAnalyzerError, PerfResult, log
-from bench.report import BenchConfig, Column, Section, first_line, mark, num, percent, ratio
+from bench.report import BenchConfig, Column, Section, first_line, mark, num, percent
 from bench.repository import RepositoryError, Twin, make_repository, source_version_dir
 from bench.statistics import ModelCounts, cpu_us_per_request, read_counts, usage
 
 TARGET_COST_PCT = 10.0
 SAMPLED_RATIO = 0.1
-# The modes alternate this many times; the table gives medians. One pair of runs
-# moved by 25% or more between repeats on this shared 2-core machine, and three
-# rounds gave digits medians of 8.5% and 39% in two full runs an hour apart.
-ROUNDS = 5
+# Rounds of paired runs; the table gives medians. An odd count has a middle one.
+ROUNDS = 7
 # (model in the bench repository, its twin, concurrency)
 LOADS: tuple[tuple[str, Twin, int], ...] = (
     ("digits", Twin("digits"), 16),
@@ -160,13 +163,15 @@ def tracing_section(config: BenchConfig, workdir: Path) -> Section:
         key="tracing",
         title="Tracing: throughput with OpenTelemetry off vs on (100% sampled)",
         description=(
-            "Gateways in turn on one repository "
+            "Three gateways on one repository "
             f"(`{' '.join(serve_args) or 'default flags'}`): tracing off "
             "(`OTEL_SDK_DISABLED=true`), on (`OTEL_TRACES_SAMPLER=always_on`, OTLP/gRPC "
             "export to a real trace receiver in a process of its own, bench.otlp_sink), "
             f"and on at {SAMPLED_RATIO:.0%} sampling (`parentbased_traceidratio`, to a "
-            f"receiver of its own), alternating {ROUNDS} times; the table gives the "
-            "medians, the note every round's off/on pair. Models pinned to onnxruntime; "
+            f"receiver of its own), running side by side and measured in turn, {ROUNDS} "
+            "rounds, the order reversed each round; the table gives the medians, the cost "
+            "columns the median of each round's own cost, the note every round's off/on "
+            "pair. Models pinned to onnxruntime; "
             "digits without dynamic batching or response cache (perf_analyzer repeats one "
             "input: every request would be a hit), mlp_large_on batches "
             f"(delay {QUEUE_DELAY_US} us). perf_analyzer, batch-1 synchronous requests; "
@@ -206,48 +211,55 @@ def tracing_section(config: BenchConfig, workdir: Path) -> Section:
     with (
         receiver_process(workdir, "on") as sink,
         receiver_process(workdir, "sampled") as sampled_sink,
+        contextlib.ExitStack() as gateways,
     ):
-        for index in range(ROUNDS):
-            log(f"  round {index + 1} of {ROUNDS}")
-            one: dict[str, dict[str, Any]] = {name: {} for name in rows}
-            # The order alternates, so drift over the run favours no mode.
-            modes = [
+        modes: list[tuple[str, harness.Gateway]] = []
+        try:
+            for mode, env in (
                 ("off", TRACING_OFF),
                 ("on", tracing_on(sink.port)),
                 ("sampled", tracing_on(sampled_sink.port, SAMPLED_RATIO)),
-            ]
-            on_counts: dict[str, ModelCounts] = {}
-            for mode, env in modes if index % 2 == 0 else modes[::-1]:
-                got = _run(config, workdir, repository, serve_args, loads, one, mode, env)
-                if mode == "on":
-                    on_counts = got
-            for name, c in on_counts.items():
-                previous = counts.get(name)
-                counts[name] = (
-                    c
-                    if previous is None
-                    else ModelCounts(
-                        execution_count=previous.execution_count + c.execution_count,
-                        success_count=previous.success_count + c.success_count,
+            ):
+                gw = gateways.enter_context(
+                    harness.gateway(
+                        repository,
+                        workdir / f"tracing-{mode}-gateway.log",
+                        serve_args=serve_args,
+                        env=env,
                     )
                 )
+                modes.append((mode, gw))
+        except GatewayError as exc:
+            log(f"gateway failed: {exc}")
+            for row in rows.values():
+                row["error"] = f"gateway: {exc}"
+                _note(row, "a gateway failed to start")
+            section.rows.extend(rows.values())
+            return section
+        for index in range(ROUNDS):
+            log(f"  round {index + 1} of {ROUNDS}")
+            one: dict[str, dict[str, Any]] = {name: {} for name in rows}
+            # The order alternates, so drift within a round favours no mode.
+            for name, _, concurrency in loads:
+                for mode, gw in modes if index % 2 == 0 else modes[::-1]:
+                    _measure(config, workdir, gw, name, concurrency, mode, one[name])
             rounds.append(one)
+        on_gateway = dict(modes)["on"]
+        for name, _, _ in loads:
+            try:
+                counts[name] = read_counts(on_gateway.url, name)
+            except RuntimeError as exc:
+                _note(rows[name], f"statistics: {first_line(exc)}")
     spans, exports = sink.counts()
     sampled_spans, _ = sampled_sink.counts()
     for name, row in rows.items():
         _merge_rounds(row, [r[name] for r in rounds])
     section.rows.extend(rows.values())
     for row in section.rows:
-        off, on = row.get("off_throughput"), row.get("on_throughput")
-        cost = None if off is None or on is None else ratio(off - on, off)
+        cost = row.get("cost_pct")
         if cost is not None:
-            row["cost_pct"] = cost * 100
-            verdict = mark(cost * 100, at_most=TARGET_COST_PCT)
+            verdict = mark(cost, at_most=TARGET_COST_PCT)
             row["target"] = f"<= {TARGET_COST_PCT:g}%: {verdict}"
-        sampled = row.get("sampled_throughput")
-        sampled_cost = None if off is None or sampled is None else ratio(off - sampled, off)
-        if sampled_cost is not None:
-            row["sampled_cost_pct"] = sampled_cost * 100
         off_cpu, on_cpu = row.get("off_cpu_us"), row.get("on_cpu_us")
         if off_cpu and on_cpu is not None:
             row["cpu_cost_pct"] = (on_cpu - off_cpu) / off_cpu * 100
@@ -286,7 +298,12 @@ MEASURES = ("throughput", "p50_us", "cpu_us")
 
 
 def _merge_rounds(row: dict[str, Any], rounds: Sequence[dict[str, Any]]) -> None:
-    """Medians over the rounds into the row; every round's throughput in its note."""
+    """Medians over the rounds into the row; every round's off/on pair in its note.
+
+    A cost is a median of the rounds' own costs: each round measures the modes within
+    a minute of each other, so a machine that slows for a while (this one's speed moves
+    by 20% between minutes) shifts both sides of a pair, not one.
+    """
     for mode in ("off", "on", "sampled"):
         for measure in MEASURES:
             values = [r[f"{mode}_{measure}"] for r in rounds if r.get(f"{mode}_{measure}")]
@@ -297,6 +314,14 @@ def _merge_rounds(row: dict[str, Any], rounds: Sequence[dict[str, Any]]) -> None
         for key in ("error", "note"):
             if r.get(key):
                 row[key] = "; ".join(filter(None, (row.get(key), r[key])))
+    for mode, key in (("on", "cost_pct"), ("sampled", "sampled_cost_pct")):
+        costs = [
+            (r["off_throughput"] - r[f"{mode}_throughput"]) / r["off_throughput"] * 100
+            for r in rounds
+            if r.get("off_throughput") and r.get(f"{mode}_throughput")
+        ]
+        if costs:
+            row[key] = statistics.median(costs)
     pairs = [
         f"{r['off_throughput']:,.0f}/{r['on_throughput']:,.0f}"
         for r in rounds
@@ -313,50 +338,31 @@ def _expected_spans(counts: dict[str, ModelCounts]) -> int:
     )
 
 
-def _run(
+def _measure(
     config: BenchConfig,
     workdir: Path,
-    repository: Path,
-    serve_args: Sequence[str],
-    loads: Sequence[tuple[str, Twin, int]],
-    rows: dict[str, dict[str, Any]],
+    gw: harness.Gateway,
+    name: str,
+    concurrency: int,
     mode: str,
-    env: dict[str, str | None],
-) -> dict[str, ModelCounts]:
-    """Measure every load on one gateway; the models' counters just before it stops."""
-    counts: dict[str, ModelCounts] = {}
-    log(f"  tracing {mode}")
+    row: dict[str, Any],
+) -> None:
+    """One perf_analyzer run of one model on one mode's gateway, into row."""
     try:
-        with harness.gateway(
-            repository,
-            workdir / f"tracing-{mode}-gateway.log",
-            serve_args=serve_args,
-            env=env,
-        ) as gw:
-            for name, _, concurrency in loads:
-                row = rows[name]
-                before = usage(gw, name)
-                result = _perf(config, workdir, gw, name, concurrency, mode, row)
-                row[f"{mode}_cpu_us"] = cpu_us_per_request(before, usage(gw, name))
-                if result is not None:
-                    row[mode] = result.as_dict()
-                    row[f"{mode}_throughput"] = result.throughput
-                    row[f"{mode}_p50_us"] = result.p50_us
-                    if not result.stable:
-                        _note(row, f"{mode}: unstable")
-                gw.check_alive()
-            for name, _, _ in loads:
-                try:
-                    counts[name] = read_counts(gw.url, name)
-                except RuntimeError as exc:
-                    _note(rows[name], f"statistics: {first_line(exc)}")
+        gw.check_alive()
     except GatewayError as exc:
-        log(f"gateway failed: {exc}")
-        for name, _, _ in loads:
-            row = rows[name]
-            row["error"] = "\n".join(filter(None, (row.get("error"), f"{mode}: {exc}")))
-            _note(row, f"{mode}: gateway failed")
-    return counts
+        row["error"] = "\n".join(filter(None, (row.get("error"), f"{mode}: {exc}")))
+        _note(row, f"{mode}: gateway failed")
+        return
+    before = usage(gw, name)
+    result = _perf(config, workdir, gw, name, concurrency, mode, row)
+    row[f"{mode}_cpu_us"] = cpu_us_per_request(before, usage(gw, name))
+    if result is not None:
+        row[mode] = result.as_dict()
+        row[f"{mode}_throughput"] = result.throughput
+        row[f"{mode}_p50_us"] = result.p50_us
+        if not result.stable:
+            _note(row, f"{mode}: unstable")
 
 
 def _perf(
