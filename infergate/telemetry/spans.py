@@ -4,9 +4,10 @@ Why not the OpenTelemetry SDK's Span objects: on the request path each cost 40-7
 (locks, attribute validation, context attach, processor hooks) and the OTLP
 exporter another 70 us a span to encode, on 2 cores where a small model's whole
 request costs about 800 us: four spans a request cut the throughput of a small
-model by 40%. Here a span is a plain slotted object; finished spans queue for the
-export thread, which hands them in batches to a Sink: by default the export
-process (infergate.telemetry.export_process), which writes the OTLP bytes directly
+model by 40%. Here a span is a plain slotted object; finished spans queue, and
+each full batch is prepared by the thread that filled it and sent by an export
+thread to a Sink: by default the export process
+(infergate.telemetry.export_process), which writes the OTLP bytes directly
 (infergate.telemetry.otlp_wire) off this interpreter's GIL. The SDK still provides
 what should stay standard: the OTEL_* configuration, the sampler, the resource, the
 id generator and the OTLP/gRPC exporter (endpoint, headers, TLS, retries).
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from infergate.telemetry import otlp_wire
 from infergate.telemetry.otlp_wire import AttributeValue
@@ -124,7 +126,8 @@ class Span:
         self._pipeline.submit(self)
 
     def record(self) -> SpanRecord:
-        """The finished span as plain data: cheap to pickle to the export process."""
+        """The finished span as plain data (tuples, dicts, str, int, float, bool), which
+        marshal, twice as fast as pickle here, sends to the export process."""
         return (
             self.trace_id,
             self.span_id,
@@ -149,7 +152,7 @@ QueuedRequest = tuple[int, int, str, int]
 # The children a batch span stands for: per request a "queue wait" (from joining the
 # queue to the batch's start) and, if the batch ran, a "backend" span (the runtime
 # call: arm name, start, end). Recording them as data, not spans, keeps the request
-# path to one span per batch; the exporter makes them (derived_spans).
+# path to one span per batch; the exporter makes them (encode_derived).
 BatchChildren = tuple[tuple[QueuedRequest, ...], tuple[str, int, int] | None]
 
 # A finished span, in Span.record()'s field order.
@@ -171,48 +174,66 @@ SpanRecord = tuple[
 ]
 
 
-def derived_spans(record: SpanRecord) -> list[SpanRecord]:
-    """The spans a batch span's record stands for (none for any other span)."""
+def encode_derived(record: SpanRecord) -> list[bytes]:
+    """The OTLP Span messages a batch span's record stands for (none for any other).
+
+    Two per request, so the parts every child of one batch shares (names,
+    attributes) are framed once and each child costs two struct packs.
+    """
     derived = record[13]
     if derived is None:
         return []
     queued, execution = derived
     batch_start_ns = record[5]
-    queue_attributes = {"infergate.model": record[7].get("infergate.model", "")}
-    out = []
-    for trace_id, parent_id, trace_state, enqueued_ns in queued:
-        request = (trace_id, parent_id, trace_state)
-        out.append(_child(request, "queue wait", enqueued_ns, batch_start_ns, queue_attributes))
-        if execution is not None:
-            arm, start_ns, end_ns = execution
-            out.append(_child(request, "backend", start_ns, end_ns, {"infergate.arm": arm}))
-    return out
-
-
-def _child(
-    request: tuple[int, int, str],
-    name: str,
-    start_ns: int,
-    end_ns: int,
-    attributes: Mapping[str, AttributeValue],
-) -> SpanRecord:
-    trace_id, parent_id, trace_state = request
-    return (
-        trace_id,
-        _span_id(),
-        parent_id,
-        name,
-        KIND_INTERNAL,
-        start_ns,
-        end_ns,
-        attributes,
-        trace_state,
-        (),
-        (),
-        0,
-        "",
-        None,
+    queue_name = otlp_wire.name_field("queue wait")
+    queue_attributes = otlp_wire.attribute(
+        9, "infergate.model", record[7].get("infergate.model", "")
     )
+    out = []
+    if execution is None:
+        for trace_id, parent_id, trace_state, enqueued_ns in queued:
+            out.append(
+                otlp_wire.child_span(
+                    trace_id,
+                    _span_id(),
+                    parent_id,
+                    trace_state,
+                    enqueued_ns,
+                    batch_start_ns,
+                    queue_name,
+                    queue_attributes,
+                )
+            )
+        return out
+    arm, start_ns, end_ns = execution
+    backend_name = otlp_wire.name_field("backend")
+    backend_attributes = otlp_wire.attribute(9, "infergate.arm", arm)
+    for trace_id, parent_id, trace_state, enqueued_ns in queued:
+        out.append(
+            otlp_wire.child_span(
+                trace_id,
+                _span_id(),
+                parent_id,
+                trace_state,
+                enqueued_ns,
+                batch_start_ns,
+                queue_name,
+                queue_attributes,
+            )
+        )
+        out.append(
+            otlp_wire.child_span(
+                trace_id,
+                _span_id(),
+                parent_id,
+                trace_state,
+                start_ns,
+                end_ns,
+                backend_name,
+                backend_attributes,
+            )
+        )
+    return out
 
 
 def span_count(record: SpanRecord) -> int:
@@ -284,10 +305,22 @@ class Exporter:
 
 
 class Sink:
-    """Where the export thread hands finished spans, a batch at a time."""
+    """Where finished spans go, a batch at a time, in two steps.
 
-    def send(self, records: list[SpanRecord]) -> bool:
-        """Export (or pass on) one batch; False if it was lost."""
+    prepare() runs in the thread that fills a batch, which is the event loop for
+    most batches, so it must be cheap C work or nothing at all. send() runs in the
+    export thread. The GIL makes the split matter. An export thread that holds the
+    GIL for a millisecond (as marshalling 512 spans takes) gets it whenever the
+    event loop releases it, such as during a runtime call. The call then seems to
+    take that millisecond, and the router stops running such calls inline.
+    """
+
+    def prepare(self, records: list[SpanRecord]) -> Any:
+        """What send() takes for these records; by default the records themselves."""
+        return records
+
+    def send(self, prepared: Any) -> bool:
+        """Export (or pass on) one prepared batch; False if it was lost."""
         raise NotImplementedError
 
     def flush(self, timeout_s: float) -> bool:
@@ -298,15 +331,16 @@ class Sink:
         pass
 
 
-def send_or_count_lost(sink: Sink, records: list[SpanRecord]) -> int:
-    """Send one batch; the spans lost if it failed. A bad span or a broken exporter
-    loses that batch only: the caller (a thread or the exporter's loop) goes on."""
+def send_or_count_lost(sink: Sink, prepared: Any, spans: int) -> int:
+    """Send one prepared batch of `spans` spans; the spans lost if it failed. A bad
+    span or a broken exporter loses that batch only: the caller (a thread or the
+    exporter's loop) goes on."""
     try:
-        if sink.send(records):
+        if sink.send(prepared):
             return 0
     except Exception:
-        log.exception("exporting %d span records failed", len(records))
-    return sum(span_count(record) for record in records)
+        log.exception("exporting %d spans failed", spans)
+    return spans
 
 
 class EncodingSink(Sink):
@@ -317,8 +351,12 @@ class EncodingSink(Sink):
         self._resource = resource_bytes
         self._scope = scope_bytes
 
-    def send(self, records: list[SpanRecord]) -> bool:
-        spans = [encode(r) for record in records for r in (record, *derived_spans(record))]
+    def send(self, prepared: Any) -> bool:
+        records: list[SpanRecord] = prepared
+        spans = []
+        for record in records:
+            spans.append(encode(record))
+            spans += encode_derived(record)
         payload = otlp_wire.export_request(self._resource, self._scope, spans)
         return self._exporter.export(payload, len(spans))
 
@@ -358,13 +396,19 @@ class ExportPipeline:
 
     Like the SDK's BatchSpanProcessor: a bounded queue (spans beyond it are dropped
     and counted, never blocking a request), a batch when it is full or every
-    schedule delay, and a flush on shutdown. Only the thread talks to the sink.
+    schedule delay, and a flush on shutdown. The thread that fills a batch prepares
+    it (Sink.prepare); only the export thread sends.
     """
 
     def __init__(self, sink: Sink, settings: BatchSettings | None = None) -> None:
         self._sink = sink
         self.settings = settings or BatchSettings()
         self._queue: collections.deque[Span] = collections.deque()
+        # Prepared batches waiting for the thread: (prepared, records, spans).
+        self._ready: collections.deque[tuple[Any, int, int]] = collections.deque()
+        self._take = threading.Lock()  # one batch is taken from the queue at a time
+        self._prepared = 0  # records prepared so far (under _take)
+        self._sent = 0  # records the thread has taken to send so far
         self._wake = threading.Event()
         self._flushed = threading.Condition()
         self._flush_asked = 0  # flush tickets handed out
@@ -380,12 +424,27 @@ class ExportPipeline:
     def submit(self, span: Span) -> None:
         if self._stopping:
             return
-        if len(self._queue) >= self.settings.max_queue_size:
+        queue = self._queue
+        # Records queued, plus those prepared and not yet sent.
+        if len(queue) + self._prepared - self._sent >= self.settings.max_queue_size:
             self.dropped += span_count(span.record())
             return
-        self._queue.append(span)  # deque.append is atomic: no lock on the request path
-        if len(self._queue) >= self.settings.max_export_batch_size:
+        queue.append(span)  # deque.append is atomic: no lock per span
+        if len(queue) >= self.settings.max_export_batch_size:
+            self._prepare_batch()
             self._wake.set()
+
+    def _prepare_batch(self) -> None:
+        """Take up to one batch from the queue and prepare it for the thread."""
+        with self._take:
+            queue = self._queue
+            size = min(len(queue), self.settings.max_export_batch_size)
+            records = [queue.popleft().record() for _ in range(size)]
+            if not records:
+                return
+            spans = sum(span_count(record) for record in records)
+            self._ready.append((self._sink.prepare(records), len(records), spans))
+            self._prepared += len(records)
 
     def _run(self) -> None:
         while True:
@@ -394,23 +453,28 @@ class ExportPipeline:
             with self._flushed:
                 ticket, deadline = self._flush_asked, self._flush_deadline
             flushing = ticket > self._flush_done
-            # Full batches only, unless draining: spans that arrive during an export
-            # wait for their batch to fill (or the delay) instead of going in many
-            # small requests.
-            self._send_queued(drain=timed_out or flushing or self._stopping)
+            if timed_out or flushing or self._stopping:
+                # A partial batch: spans that arrive during an export otherwise wait
+                # for their batch to fill (or the delay) instead of going in many
+                # small requests.
+                while self._queue:
+                    self._prepare_batch()
+            self._send_ready()
             if flushing:
                 ok = self._sink.flush(max(0.0, deadline - time.monotonic()))
                 with self._flushed:
                     self._flush_done, self._flush_ok = ticket, ok
                     self._flushed.notify_all()
-            if self._stopping and not self._queue:
+            if self._stopping and not self._queue and not self._ready:
                 return
 
-    def _send_queued(self, drain: bool) -> None:
-        size = self.settings.max_export_batch_size
-        while len(self._queue) >= size or (drain and self._queue):
-            batch = [self._queue.popleft().record() for _ in range(min(len(self._queue), size))]
-            self.lost += send_or_count_lost(self._sink, batch)
+    def _send_ready(self) -> None:
+        while self._ready:
+            prepared, records, spans = self._ready.popleft()
+            # Out of the queue's bound once taken, as the SDK's batch processor
+            # counts the batch it is exporting.
+            self._sent += records
+            self.lost += send_or_count_lost(self._sink, prepared, spans)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Export everything queued so far; False if that took longer than timeout_s."""

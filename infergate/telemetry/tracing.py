@@ -146,12 +146,32 @@ class Tracing:
             self._pipeline = None
 
 
+_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+class _BytesTraceStub:
+    """TraceService's stub, sending a request already encoded (bytes) as it is."""
+
+    def __init__(self, channel: Any) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceResponse,
+        )
+
+        # No request serializer: gRPC sends bytes unchanged.
+        self.Export = channel.unary_unary(
+            _EXPORT_METHOD, response_deserializer=ExportTraceServiceResponse.FromString
+        )
+
+
 class OtlpGrpcExporter(Exporter):
     """The SDK's OTLP/gRPC span exporter, sending requests we encoded ourselves.
 
     The SDK exporter keeps what must stay standard: OTEL_EXPORTER_OTLP_* (endpoint,
-    headers, TLS, compression, timeout) and its retries with backoff. Only its
-    translation step is replaced: it parses our bytes instead of encoding SDK spans.
+    headers, TLS, compression, timeout) and its retries with backoff, reconnecting
+    included. Only the request is ours: its stub (the `_stub` it makes clients from)
+    sends our bytes as they are. Should an SDK version not make its client from
+    `_stub`, the bytes are parsed into the SDK's request type instead (the cost of a
+    parse and a serialize, about 5 us a request).
     """
 
     def __init__(self) -> None:
@@ -162,13 +182,17 @@ class OtlpGrpcExporter(Exporter):
         from opentelemetry.sdk.trace.export import SpanExportResult
 
         class Sender(OTLPSpanExporter):
-            def _translate_data(self, data: Any) -> ExportTraceServiceRequest:
+            def _translate_data(self, data: Any) -> Any:
+                if isinstance(self._client, _BytesTraceStub):
+                    return data[0]
                 return ExportTraceServiceRequest.FromString(data[0])
 
             def _count_data(self, data: Any) -> int:
                 return int(data[1])
 
         self._sender = Sender()
+        self._sender._stub = _BytesTraceStub
+        self._sender._client = _BytesTraceStub(self._sender._channel)  # type: ignore[assignment]
         self._success = SpanExportResult.SUCCESS
 
     def export(self, payload: bytes, count: int) -> bool:

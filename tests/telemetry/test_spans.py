@@ -7,10 +7,12 @@ import time
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from infergate.telemetry import otlp_wire
-from infergate.telemetry.spans import BatchSettings, Exporter
-from infergate.telemetry.tracing import setup_tracing
+from infergate.telemetry.spans import BatchSettings, Exporter, ExportPipeline, Sink, SpanRecord
+from infergate.telemetry.tracing import Tracing, setup_tracing
 
 TRACE = "ab" * 16
 PARENT = "cd" * 8
@@ -25,9 +27,11 @@ class Captured(Exporter):
         self.fail_next = False
         self.gate = threading.Event()
         self.gate.set()
+        self.exporting = threading.Event()  # set once an export has begun
         self.shut = False
 
     def export(self, payload: bytes, count: int) -> bool:
+        self.exporting.set()
         self.gate.wait(10)
         if self.fail_next:
             self.fail_next = False
@@ -129,6 +133,62 @@ def test_a_root_span_without_status_has_no_parent_and_unset_status() -> None:
     assert span.parent_span_id == b"" and span.status.code == 0 and not span.HasField("status")
 
 
+@pytest.mark.parametrize("trace_state", ["", "vendor=1"])
+def test_a_child_span_is_the_same_message_as_the_general_encoding(trace_state: str) -> None:
+    fields = {
+        "trace_id": int(TRACE, 16),
+        "span_id": 2**64 - 1,
+        "parent_span_id": int(PARENT, 16),
+        "trace_state": trace_state,
+        "start_ns": 1_700_000_000_123_456_789,
+        "end_ns": 1_700_000_000_223_456_789,
+    }
+    attributes = {"infergate.arm": "onnxruntime/cpu/fp32"}
+    fast = otlp_wire.child_span(
+        **fields,  # type: ignore[arg-type]
+        name_bytes=otlp_wire.name_field("backend"),
+        attributes_bytes=otlp_wire.attribute(9, "infergate.arm", "onnxruntime/cpu/fp32"),
+    )
+    general = otlp_wire.span(
+        **fields,  # type: ignore[arg-type]
+        name="backend",
+        kind=1,
+        attributes_bytes=otlp_wire.attributes(9, attributes),
+    )
+    assert fast == general
+
+
+class Threads(Sink):
+    """Notes the thread that prepares and the one that sends each batch."""
+
+    def __init__(self) -> None:
+        self.prepared_in: list[str] = []
+        self.sent_in: list[str] = []
+
+    def prepare(self, records: list[SpanRecord]) -> list[SpanRecord]:
+        self.prepared_in.append(threading.current_thread().name)
+        return records
+
+    def send(self, prepared: object) -> bool:
+        self.sent_in.append(threading.current_thread().name)
+        return True
+
+
+def test_a_full_batch_is_prepared_where_it_filled_and_sent_by_the_export_thread() -> None:
+    sink = Threads()
+    pipeline = ExportPipeline(sink, BatchSettings(60.0, 64, 4))
+    tracing = Tracing(pipeline, ALWAYS_ON, RandomIdGenerator())
+    for i in range(5):  # a full batch of 4, then one left for the flush
+        span = tracing.start_request(f"s{i}", None, {})
+        assert span is not None
+        span.end()
+    assert tracing.flush(10)
+    here = threading.current_thread().name
+    assert sink.prepared_in == [here, "infergate-span-export"]
+    assert sink.sent_in == ["infergate-span-export"] * 2
+    tracing.shutdown()
+
+
 def tracing_with(exporter: Captured, **env: str):  # type: ignore[no-untyped-def]
     return setup_tracing(True, {"OTEL_SERVICE_NAME": "svc", **env}, exporter=exporter)
 
@@ -188,9 +248,7 @@ def test_batches_are_exported_by_size_and_a_full_queue_drops_instead_of_blocking
     for span in first:
         assert span is not None
         span.end()  # a full batch: the thread takes it and stalls in export
-    deadline = time.monotonic() + 5
-    while tracing._pipeline._queue and time.monotonic() < deadline:  # type: ignore[union-attr]
-        time.sleep(0.01)
+    assert exporter.exporting.wait(5)
     started = time.perf_counter()
     for i in range(20):
         span = tracing.start_request(f"t{i}", None, {})

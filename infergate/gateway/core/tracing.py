@@ -6,7 +6,7 @@ it; each batch gets one "batch" span linked to the server span of every request 
 it, carrying backend, device, variant and size. With tracing off none of this runs.
 
 The request path records only the batch span, with its requests' queue and backend
-times as data: the exporter makes the children from them (spans.derived_spans). A
+times as data: the exporter makes the children from them (spans.encode_derived). A
 request dropped from the queue (timed out, cancelled) gets its failed queue-wait
 span at once.
 """
