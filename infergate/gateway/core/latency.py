@@ -25,6 +25,8 @@ CHANGE_RATIO = 2.0
 CHANGE_SAMPLES = 2
 CHANGE_KEEP = 0.1
 _RECENT = 256
+# Calls that least_s() looks back over.
+LEAST_OF = 8
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class LatencyModel:
         self._min_rows = 1 << 62  # batch sizes seen so far
         self._max_rows = 0
         self._recent: deque[float] = deque(maxlen=_RECENT)
+        self._last: deque[tuple[int, float]] = deque(maxlen=LEAST_OF)  # (rows, seconds)
 
     @property
     def fit(self) -> LatencyFit:
@@ -83,6 +86,7 @@ class LatencyModel:
         self._xy = self._xy * keep + rows * seconds
         self.samples += 1
         self._recent.append(seconds)
+        self._last.append((rows, seconds))
         mean_x = self._x / self._w
         mean_y = self._y / self._w
         var_x = self._xx / self._w - mean_x * mean_x
@@ -97,6 +101,19 @@ class LatencyModel:
         if self._per_row_s * mean_x > mean_y:
             self._per_row_s = mean_y / mean_x if mean_x > 0 else 0.0
         self._fixed_s = mean_y - self._per_row_s * mean_x
+
+    def least_s(self, rows: int) -> float:
+        """The fastest of the last LEAST_OF calls, scaled to `rows` by the fitted slope.
+
+        What a call costs when nothing else is in the way. A measured call can only
+        come out too slow: by a wait for the GIL (a thread that had it when the call
+        released it), a garbage-collector pause, a preemption. So a single slow call
+        says little, and a call that is really slower shows in all the recent ones.
+        """
+        if not self._last:
+            return 0.0
+        per_row = self._per_row_s
+        return max(0.0, min(s - per_row * r for r, s in self._last) + per_row * rows)
 
     def percentile_ms(self, q: float) -> float:
         if not self._recent:

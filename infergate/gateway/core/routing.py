@@ -299,13 +299,16 @@ class Router:
     def _runs_inline(self, arm: Arm, rows: int) -> bool:
         """Whether this call is measured to be cheaper than a thread hop.
 
-        The prediction follows recent batches: one that stalls raises it at once
-        (a weight of 0.25), so the calls after a slow one go back to the threads.
+        Judged by the fastest of the arm's recent calls (LatencyModel.least_s), not
+        the prediction: a call run on a worker thread is measured with the wait for
+        the GIL to come back, often milliseconds on a busy event loop, and one
+        garbage-collector pause in an inline call would raise the prediction past
+        the limit. Either would keep calls on the threads that belong on the loop.
+        A model that is really slower now makes all its recent calls slow.
         """
         latency = arm.latency
         return (
-            latency.samples >= INLINE_AFTER_SAMPLES
-            and latency.predict_s(rows) <= self.inline_below_s
+            latency.samples >= INLINE_AFTER_SAMPLES and latency.least_s(rows) <= self.inline_below_s
         )
 
     def waiting_pays(self) -> bool:

@@ -14,6 +14,7 @@ import pytest
 from infergate.backends.base import LoadedModel
 from infergate.gateway.core.arms import COOL_DOWN_S, Arm, Circuit
 from infergate.gateway.core.errors import BackendFailed, InvalidInput, Unavailable
+from infergate.gateway.core.latency import LEAST_OF
 from infergate.gateway.core.routing import (
     INLINE_AFTER_SAMPLES,
     CostPolicy,
@@ -323,12 +324,20 @@ async def test_calls_measured_cheaper_than_a_thread_hop_run_on_the_loop() -> Non
     np.testing.assert_array_equal(execution.outputs["y"], x(1)["x"] * 2)
     assert executor.submitted == INLINE_AFTER_SAMPLES and router.inline_batches == 5
     assert fast.batches == INLINE_AFTER_SAMPLES + 5  # measured like any other call
-    # It stalls: that call ran inline, but the next ones go back to the threads.
+    # One call stalls (a GC pause, say): the calls after it still run inline.
     assert isinstance(fast.runtime, TimedRuntime)
     fast.runtime.fixed_s = 0.005
     await router.execute(x(1))
+    fast.runtime.fixed_s = 0.00005
     await router.execute(x(1))
-    assert router.inline_batches == 6 and executor.submitted == INLINE_AFTER_SAMPLES + 1
+    assert router.inline_batches == 7 and executor.submitted == INLINE_AFTER_SAMPLES
+    # It gets slower for good: once every recent call is slow, calls go to the threads.
+    fast.runtime.fixed_s = 0.005
+    for _ in range(LEAST_OF):
+        await router.execute(x(1))
+    assert router.inline_batches == 7 + LEAST_OF
+    await router.execute(x(1))
+    assert router.inline_batches == 7 + LEAST_OF and executor.submitted == INLINE_AFTER_SAMPLES + 1
 
 
 async def test_inline_execution_can_be_turned_off() -> None:
