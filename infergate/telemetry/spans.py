@@ -185,54 +185,26 @@ def encode_derived(record: SpanRecord) -> list[bytes]:
         return []
     queued, execution = derived
     batch_start_ns = record[5]
-    queue_name = otlp_wire.name_field("queue wait")
-    queue_attributes = otlp_wire.attribute(
-        9, "infergate.model", record[7].get("infergate.model", "")
+    queue = (
+        otlp_wire.name_field("queue wait"),
+        otlp_wire.attribute(9, "infergate.model", record[7].get("infergate.model", "")),
     )
+    if execution is not None:
+        arm, start_ns, end_ns = execution
+        backend = (otlp_wire.name_field("backend"), otlp_wire.attribute(9, "infergate.arm", arm))
     out = []
-    if execution is None:
-        for trace_id, parent_id, trace_state, enqueued_ns in queued:
-            out.append(
-                otlp_wire.child_span(
-                    trace_id,
-                    _span_id(),
-                    parent_id,
-                    trace_state,
-                    enqueued_ns,
-                    batch_start_ns,
-                    queue_name,
-                    queue_attributes,
-                )
-            )
-        return out
-    arm, start_ns, end_ns = execution
-    backend_name = otlp_wire.name_field("backend")
-    backend_attributes = otlp_wire.attribute(9, "infergate.arm", arm)
     for trace_id, parent_id, trace_state, enqueued_ns in queued:
         out.append(
             otlp_wire.child_span(
-                trace_id,
-                _span_id(),
-                parent_id,
-                trace_state,
-                enqueued_ns,
-                batch_start_ns,
-                queue_name,
-                queue_attributes,
+                trace_id, _span_id(), parent_id, trace_state, enqueued_ns, batch_start_ns, *queue
             )
         )
-        out.append(
-            otlp_wire.child_span(
-                trace_id,
-                _span_id(),
-                parent_id,
-                trace_state,
-                start_ns,
-                end_ns,
-                backend_name,
-                backend_attributes,
+        if execution is not None:
+            out.append(
+                otlp_wire.child_span(
+                    trace_id, _span_id(), parent_id, trace_state, start_ns, end_ns, *backend
+                )
             )
-        )
     return out
 
 
