@@ -415,7 +415,15 @@ class ExportPipeline:
             if not records:
                 return
             spans = sum(span_count(record) for record in records)
-            self._ready.append((self._sink.prepare(records), len(records), spans))
+            try:
+                prepared = self._sink.prepare(records)
+            except Exception:
+                # On the request path: a batch that cannot be prepared (an attribute
+                # marshal cannot write, say) is lost and counted, never the request.
+                log.exception("preparing %d spans for export failed", spans)
+                self.lost += spans
+                return
+            self._ready.append((prepared, len(records), spans))
             self._prepared += len(records)
 
     def _run(self) -> None:

@@ -189,6 +189,22 @@ def test_a_full_batch_is_prepared_where_it_filled_and_sent_by_the_export_thread(
     tracing.shutdown()
 
 
+class Unpreparable(Threads):
+    def prepare(self, records: list[SpanRecord]) -> list[SpanRecord]:
+        raise ValueError("unmarshallable object")
+
+
+def test_a_batch_that_cannot_be_prepared_is_lost_not_the_request() -> None:
+    pipeline = ExportPipeline(Unpreparable(), BatchSettings(60.0, 64, 2))
+    tracing = Tracing(pipeline, ALWAYS_ON, RandomIdGenerator())
+    for i in range(2):
+        span = tracing.start_request(f"s{i}", None, {})
+        assert span is not None
+        span.end()  # the second fills the batch: prepared here, and it fails
+    assert pipeline.lost == 2 and not pipeline._ready
+    tracing.shutdown()
+
+
 def tracing_with(exporter: Captured, **env: str):  # type: ignore[no-untyped-def]
     return setup_tracing(True, {"OTEL_SERVICE_NAME": "svc", **env}, exporter=exporter)
 
