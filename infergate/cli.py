@@ -49,8 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--inline-below-us",
         type=int,
-        help="run batches measured to take at most this long on the event loop, "
-        "not a worker thread (default 200; 0: never)",
+        help="run a batch on the event loop, not a worker thread, when its arm's fastest "
+        "recent call took at most this long (default 200; 0: never)",
     )
     serve.add_argument("--response-cache-mb", type=int)
     serve.add_argument("--intra-op-threads", type=int)

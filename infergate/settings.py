@@ -48,8 +48,9 @@ class Settings:
     worker_threads: int = 2
     # Batches of one model that may run at once; more requests wait and batch up.
     max_inflight_batches: int = 1
-    # A batch measured to take at most this long runs on the event loop instead of
-    # a worker thread, whose hand-off costs more than a small model's call; 0: never.
+    # A batch whose arm's fastest recent call took at most this long runs on the
+    # event loop instead of a worker thread, whose hand-off costs more than a small
+    # model's call; 0: never.
     inline_below_us: int = 200
     # Response cache size, shared by every model with response_cache { enable: true }.
     response_cache_mb: int = 256

@@ -15,6 +15,11 @@ from collections.abc import Iterable, Mapping
 
 AttributeValue = str | bool | int | float
 
+# OTLP SpanKind and Status.code values.
+KIND_INTERNAL = 1
+KIND_SERVER = 2
+STATUS_ERROR = 2
+
 _FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
 
@@ -177,7 +182,7 @@ def child_span(
             8,
             parent_span_id,
         )
-    times = _TIMES.pack(_KIND_TAG, _KIND_INTERNAL, _START_TAG, start_ns, _END_TAG, end_ns)
+    times = _TIMES.pack(_KIND_TAG, KIND_INTERNAL, _START_TAG, start_ns, _END_TAG, end_ns)
     return b"".join((head, name_bytes, times, attributes_bytes))
 
 
@@ -197,7 +202,6 @@ def name_field(name: str) -> bytes:
 
 
 _U64 = (1 << 64) - 1
-_KIND_INTERNAL = 1
 _IDS = struct.Struct(">BBQQBBQ")
 _IDS_AND_PARENT = struct.Struct(">BBQQBBQBBQ")
 _IDS_TAG_1 = _TRACE_ID << 3 | 2

@@ -29,14 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from infergate.telemetry import otlp_wire
-from infergate.telemetry.otlp_wire import AttributeValue
+from infergate.telemetry.otlp_wire import KIND_INTERNAL, STATUS_ERROR, AttributeValue
 
 log = logging.getLogger(__name__)
-
-# OTLP SpanKind and Status.code values.
-KIND_INTERNAL = 1
-KIND_SERVER = 2
-STATUS_ERROR = 2
 
 
 class Span:

@@ -27,10 +27,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from infergate import __version__
 from infergate.telemetry import otlp_wire
-from infergate.telemetry.otlp_wire import AttributeValue
+from infergate.telemetry.otlp_wire import KIND_INTERNAL, KIND_SERVER, AttributeValue
 from infergate.telemetry.spans import (
-    KIND_INTERNAL,
-    KIND_SERVER,
     BatchSettings,
     EncodingSink,
     Exporter,

@@ -5,11 +5,13 @@ recent batches count most and a change in speed shows within a few batches. When
 recent batches all had the same size the slope cannot be fitted; the slope from
 earlier (the load-time profile over several sizes) is kept and only the fixed part
 moves. Samples far from the prediction twice in a row are taken as a change of
-regime and outweigh the history. Recent raw latencies are kept for p50/p95 reporting.
+regime and outweigh the history. Recent raw latencies are kept for p50/p95 reporting
+and for least_s, the fastest recent call, which decides whether calls run inline.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass
 
@@ -53,8 +55,7 @@ class LatencyModel:
         self._deviations = 0  # samples in a row far from the prediction
         self._min_rows = 1 << 62  # batch sizes seen so far
         self._max_rows = 0
-        self._recent: deque[float] = deque(maxlen=_RECENT)
-        self._last: deque[tuple[int, float]] = deque(maxlen=LEAST_OF)  # (rows, seconds)
+        self._recent: deque[tuple[int, float]] = deque(maxlen=_RECENT)  # (rows, seconds)
 
     @property
     def fit(self) -> LatencyFit:
@@ -85,8 +86,7 @@ class LatencyModel:
         self._xx = self._xx * keep + rows * rows
         self._xy = self._xy * keep + rows * seconds
         self.samples += 1
-        self._recent.append(seconds)
-        self._last.append((rows, seconds))
+        self._recent.append((rows, seconds))
         mean_x = self._x / self._w
         mean_y = self._y / self._w
         var_x = self._xx / self._w - mean_x * mean_x
@@ -110,12 +110,13 @@ class LatencyModel:
         released it), a garbage-collector pause, a preemption. So a single slow call
         says little, and a call that is really slower shows in all the recent ones.
         """
-        if not self._last:
+        if not self._recent:
             return 0.0
         per_row = self._per_row_s
-        return max(0.0, min(s - per_row * r for r, s in self._last) + per_row * rows)
+        last = itertools.islice(reversed(self._recent), LEAST_OF)
+        return max(0.0, min(s - per_row * r for r, s in last) + per_row * rows)
 
     def percentile_ms(self, q: float) -> float:
         if not self._recent:
             return 0.0
-        return float(np.percentile(np.fromiter(self._recent, float), q) * 1000)
+        return float(np.percentile(np.fromiter((s for _, s in self._recent), float), q) * 1000)

@@ -37,10 +37,11 @@ REPROBE_AFTER_S = 2.0
 WAIT_PAYS_FIXED_SHARE = 0.1
 # How often the router may log a change of preferred arm, per model.
 LOG_INTERVAL_S = 10.0
-# A batch predicted to take at most this long runs on the event loop itself, not on
-# a worker thread: handing a call to a thread and back costs about 100-150 us of CPU
-# and two waits for the GIL, more than a small model's whole call. Only once the
-# arm has this many measured batches: a new arm's first calls are its unknowns.
+# A batch whose arm ran one of its recent calls (scaled to the batch's rows) in at
+# most this long runs on the event loop itself, not on a worker thread: handing a
+# call to a thread and back costs about 100-150 us of CPU and two waits for the GIL,
+# more than a small model's whole call. Only once the arm has this many measured
+# batches: a new arm's first calls are its unknowns.
 DEFAULT_INLINE_BELOW_S = 200e-6
 INLINE_AFTER_SAMPLES = 8
 
