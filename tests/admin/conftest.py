@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,14 @@ async def start(
     server = GatewayServer(settings(repo, **overrides), backends=backends or gateway_backends())
     await server.start()
     return server
+
+
+async def wait_until(condition: Callable[[], bool], failure: str, timeout_s: float = 10.0) -> None:
+    """Poll the event loop's state until condition holds; fail with `failure` at the timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, failure
+        await asyncio.sleep(0.02)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from infergate.clients import AsyncClient, InferenceError
 from infergate.clients.admin import AdminError, AsyncAdminClient
 from infergate.gateway.core.repository import parse_config
 from infergate.protocol import model_config_pb2 as mc
-from tests.admin.conftest import Served
+from tests.admin.conftest import TOKEN, Served, gateway_backends, start, wait_until
 from tests.admin.payloads import (
     DIGITS_CONFIG,
     DIGITS_ONNX,
@@ -23,6 +23,7 @@ from tests.admin.payloads import (
     scale_model,
     sha256,
 )
+from tests.fake_backend import FakeBackend
 
 
 def digits_reference(x: np.ndarray) -> np.ndarray:
@@ -195,18 +196,33 @@ async def test_admin_calls_need_the_token_but_inference_does_not(
 
 
 async def test_a_registration_completes_when_its_caller_leaves_after_the_upload(
-    served: Served, admin: AsyncAdminClient, tmp_path: Path
+    repo: Path, tmp_path: Path
 ) -> None:
-    """Once the bytes are in, a caller that gives up does not leave half a change."""
-    artifact = fake_model(tmp_path / "model.fake", delay_s=0.5)  # its warm-up takes 0.5 s
-    config = mc.ModelConfig(backend="fake", max_batch_size=8)
-    with pytest.raises(AdminError) as left:
-        await admin.register("slow", {"model.fake": artifact}, config, timeout_s=0.2)
-    assert left.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
-    deadline = asyncio.get_running_loop().time() + 10
-    while "slow" not in served.server.core.registry:
-        assert asyncio.get_running_loop().time() < deadline, "the registration did not finish"
-        await asyncio.sleep(0.05)
-    assert served.server.core.model("slow").version == "1"
-    assert (served.repo / "slow" / "1" / "model.fake").is_file()
-    assert not any((served.repo / ".staging").iterdir())
+    """Once the bytes are in, a caller that gives up does not leave half a change.
+
+    The caller leaves once the gateway has started loading the model, which it does only
+    after every byte is in and verified; a fixed client deadline instead raced the upload
+    on a slow machine (the bytes were not all in, so nothing was to be registered).
+    """
+    fake = FakeBackend()
+    server = await start(repo, {**gateway_backends(), "fake": fake}, max_inflight_batches=1)
+    served = Served(server, repo)
+    try:
+        # Loading makes 10 calls (warm-up, profile), 0.1 s each: a second to leave in.
+        artifact = fake_model(tmp_path / "model.fake", delay_s=0.1)
+        config = mc.ModelConfig(backend="fake", max_batch_size=8)
+        async with AsyncAdminClient(served.address, TOKEN) as admin:
+            call = asyncio.ensure_future(admin.register("slow", {"model.fake": artifact}, config))
+            await wait_until(lambda: bool(fake.loaded), "the gateway never loaded the model")
+            assert not call.done()  # still loading
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        await wait_until(
+            lambda: "slow" in served.server.core.registry, "the registration did not finish"
+        )
+        assert served.server.core.model("slow").version == "1"
+        assert (served.repo / "slow" / "1" / "model.fake").is_file()
+        assert not any((served.repo / ".staging").iterdir())
+    finally:
+        await server.stop()
