@@ -4,8 +4,9 @@ Why not the OpenTelemetry SDK's Span objects: on the request path each cost 40-7
 (locks, attribute validation, context attach, processor hooks) and the OTLP
 exporter another 70 us a span to encode, on 2 cores where a small model's whole
 request costs about 800 us: four spans a request cut the throughput of a small
-model by 40%. Here a span is a plain slotted object; finished spans queue, and
-each full batch is prepared by the thread that filled it and sent by an export
+model by 40%. Here a span is a plain slotted object; finished spans queue as
+plain records (infergate.telemetry.records, where a batch's spans are one record),
+and each full batch is prepared by the thread that filled it and sent by an export
 thread to a Sink: by default the export process
 (infergate.telemetry.export_process), which writes the OTLP bytes directly
 (infergate.telemetry.otlp_wire) off this interpreter's GIL. The SDK still provides
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +30,7 @@ from typing import Any
 
 from infergate.telemetry import otlp_wire
 from infergate.telemetry.otlp_wire import KIND_INTERNAL, STATUS_ERROR, AttributeValue
+from infergate.telemetry.records import SPAN, Record, SpanRecord, encode, span_count
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ class Span:
         "_ids",
         "_pipeline",
         "attributes",
-        "derived",
         "end_ns",
         "events",
         "kind",
@@ -72,7 +72,8 @@ class Span:
         self._ids = ids
         self.name = name
         self.trace_id = trace_id
-        self.span_id = ids()
+        # ids may be random.getrandbits itself (see tracing): 0 is not a span id.
+        self.span_id = ids() or _nonzero(ids)
         self.parent_span_id = parent_span_id
         self.kind = kind
         self.start_ns = start_ns
@@ -80,11 +81,10 @@ class Span:
         self.attributes = attributes
         self.trace_state = trace_state
         self.links: Sequence[tuple[int, int]] = ()
-        self.events: list[tuple[int, str, Mapping[str, AttributeValue]]] = []
+        # Events come with errors only: a tuple until then, so most spans allocate none.
+        self.events: Sequence[tuple[int, str, Mapping[str, AttributeValue]]] = ()
         self.status_code = 0
         self.status_message = ""
-        # A batch span's requests' children, made where the spans are encoded.
-        self.derived: BatchChildren | None = None
 
     def child(
         self,
@@ -108,22 +108,26 @@ class Span:
         self.status_code = STATUS_ERROR
         self.status_message = message
         if exc is not None:
-            self.events.append(
+            self.events = [
+                *self.events,
                 (
                     time.time_ns(),
                     "exception",
                     {"exception.type": type(exc).__name__, "exception.message": str(exc)},
-                )
-            )
+                ),
+            ]
 
     def end(self, end_ns: int | None = None) -> None:
         self.end_ns = time.time_ns() if end_ns is None else end_ns
-        self._pipeline.submit(self)
+        self._pipeline.submit(self.record())
 
     def record(self) -> SpanRecord:
         """The finished span as plain data (tuples, dicts, str, int, float, bool), which
-        marshal, twice as fast as pickle here, sends to the export process."""
+        marshal, twice as fast as pickle here, sends to the export process. Queued as
+        this, not as the Span: a tuple of atomic values leaves the garbage collector's
+        lists at its first collection, so a full queue costs the collections nothing."""
         return (
+            SPAN,
             self.trace_id,
             self.span_id,
             self.parent_span_id,
@@ -137,124 +141,14 @@ class Span:
             self.events,
             self.status_code,
             self.status_message,
-            self.derived,
         )
 
 
-# A request in a batch, for the spans derived from the batch's: its server span's
-# trace id, span id and trace state, and when (ns since the epoch) it joined the queue.
-QueuedRequest = tuple[int, int, str, int]
-# The children a batch span stands for: per request a "queue wait" (from joining the
-# queue to the batch's start) and, if the batch ran, a "backend" span (the runtime
-# call: arm name, start, end). Recording them as data, not spans, keeps the request
-# path to one span per batch; the exporter makes them (encode_derived).
-BatchChildren = tuple[tuple[QueuedRequest, ...], tuple[str, int, int] | None]
-
-# A finished span, in Span.record()'s field order.
-SpanRecord = tuple[
-    int,  # trace id
-    int,  # span id
-    int,  # parent span id (0: none)
-    str,  # name
-    int,  # kind
-    int,  # start, ns since the epoch
-    int,  # end
-    Mapping[str, AttributeValue],
-    str,  # W3C trace state
-    Sequence[tuple[int, int]],  # links: (trace id, span id)
-    Sequence[tuple[int, str, Mapping[str, AttributeValue]]],  # events
-    int,  # status code
-    str,  # status message
-    BatchChildren | None,
-]
-
-
-def encode_derived(record: SpanRecord) -> list[bytes]:
-    """The OTLP Span messages a batch span's record stands for (none for any other).
-
-    Two per request, so the parts every child of one batch shares (names,
-    attributes) are framed once and each child costs two struct packs.
-    """
-    derived = record[13]
-    if derived is None:
-        return []
-    queued, execution = derived
-    batch_start_ns = record[5]
-    queue = (
-        otlp_wire.name_field("queue wait"),
-        otlp_wire.attribute(9, "infergate.model", record[7].get("infergate.model", "")),
-    )
-    if execution is not None:
-        arm, start_ns, end_ns = execution
-        backend = (otlp_wire.name_field("backend"), otlp_wire.attribute(9, "infergate.arm", arm))
-    out = []
-    for trace_id, parent_id, trace_state, enqueued_ns in queued:
-        out.append(
-            otlp_wire.child_span(
-                trace_id, _span_id(), parent_id, trace_state, enqueued_ns, batch_start_ns, *queue
-            )
-        )
-        if execution is not None:
-            out.append(
-                otlp_wire.child_span(
-                    trace_id, _span_id(), parent_id, trace_state, start_ns, end_ns, *backend
-                )
-            )
-    return out
-
-
-def span_count(record: SpanRecord) -> int:
-    """How many spans a record is: itself and those derived from it."""
-    derived = record[13]
-    if derived is None:
-        return 1
-    queued, execution = derived
-    return 1 + len(queued) * (1 if execution is None else 2)
-
-
-def _span_id() -> int:
+def _nonzero(ids: Callable[[], int]) -> int:
     while True:
-        span_id = random.getrandbits(64)
-        if span_id:
-            return span_id
-
-
-def encode(record: SpanRecord) -> bytes:
-    """One span's OTLP Span message."""
-    (
-        trace_id,
-        span_id,
-        parent_span_id,
-        name,
-        kind,
-        start_ns,
-        end_ns,
-        attributes,
-        trace_state,
-        links,
-        events,
-        status_code,
-        status_message,
-        derived,
-    ) = record
-    if derived is not None and not links:
-        # A batch span links to the server span of every request it served.
-        links = [(request[0], request[1]) for request in derived[0]]
-    return otlp_wire.span(
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_span_id=parent_span_id,
-        name=name,
-        kind=kind,
-        start_ns=start_ns,
-        end_ns=end_ns,
-        attributes_bytes=otlp_wire.attributes(9, attributes),
-        trace_state=trace_state,
-        links=links,
-        events=events,
-        status_code=status_code,
-        status_message=status_message,
-    )
+        value = ids()
+        if value:
+            return value
 
 
 # The server span of the request this task serves (None: not traced).
@@ -282,7 +176,7 @@ class Sink:
     take that millisecond, and the router stops running such calls inline.
     """
 
-    def prepare(self, records: list[SpanRecord]) -> Any:
+    def prepare(self, records: list[Record]) -> Any:
         """What send() takes for these records; by default the records themselves."""
         return records
 
@@ -298,16 +192,20 @@ class Sink:
         pass
 
 
-def send_or_count_lost(sink: Sink, prepared: Any, spans: int) -> int:
-    """Send one prepared batch of `spans` spans; the spans lost if it failed. A bad
-    span or a broken exporter loses that batch only: the caller (a thread or the
-    exporter's loop) goes on."""
+def send_or_count_lost(sink: Sink, prepared: Any, records: Sequence[Record]) -> int:
+    """Send one prepared batch of records; the spans lost if it failed. A bad span or
+    a broken exporter loses that batch only: the caller (a thread or the exporter's
+    loop) goes on. Spans are counted only when lost: counting is work per record."""
     try:
         if sink.send(prepared):
             return 0
     except Exception:
-        log.exception("exporting %d spans failed", spans)
-    return spans
+        log.exception("exporting %d spans failed", _spans_in(records))
+    return _spans_in(records)
+
+
+def _spans_in(records: Sequence[Record]) -> int:
+    return sum(map(span_count, records))
 
 
 class EncodingSink(Sink):
@@ -319,11 +217,10 @@ class EncodingSink(Sink):
         self._scope = scope_bytes
 
     def send(self, prepared: Any) -> bool:
-        records: list[SpanRecord] = prepared
+        records: list[Record] = prepared
         spans = []
         for record in records:
-            spans.append(encode(record))
-            spans += encode_derived(record)
+            spans += encode(record)
         payload = otlp_wire.export_request(self._resource, self._scope, spans)
         return self._exporter.export(payload, len(spans))
 
@@ -370,9 +267,12 @@ class ExportPipeline:
     def __init__(self, sink: Sink, settings: BatchSettings | None = None) -> None:
         self._sink = sink
         self.settings = settings or BatchSettings()
-        self._queue: collections.deque[Span] = collections.deque()
-        # Prepared batches waiting for the thread: (prepared, records, spans).
-        self._ready: collections.deque[tuple[Any, int, int]] = collections.deque()
+        self._queue: collections.deque[Record] = collections.deque()
+        # Read for every span: plain attributes, not through the settings.
+        self._max_queued = self.settings.max_queue_size
+        self._batch_size = self.settings.max_export_batch_size
+        # Prepared batches waiting for the thread: (prepared, their records).
+        self._ready: collections.deque[tuple[Any, list[Record]]] = collections.deque()
         self._take = threading.Lock()  # one batch is taken from the queue at a time
         self._prepared = 0  # records prepared so far (under _take)
         self._sent = 0  # records the thread has taken to send so far
@@ -388,16 +288,17 @@ class ExportPipeline:
         self._thread = threading.Thread(target=self._run, name="infergate-span-export", daemon=True)
         self._thread.start()
 
-    def submit(self, span: Span) -> None:
+    def submit(self, record: Record) -> None:
+        """Queue a finished span's record, or a batch's (see records)."""
         if self._stopping:
             return
         queue = self._queue
         # Records queued, plus those prepared and not yet sent.
-        if len(queue) + self._prepared - self._sent >= self.settings.max_queue_size:
-            self.dropped += span_count(span.record())
+        if len(queue) + self._prepared - self._sent >= self._max_queued:
+            self.dropped += span_count(record)
             return
-        queue.append(span)  # deque.append is atomic: no lock per span
-        if len(queue) >= self.settings.max_export_batch_size:
+        queue.append(record)  # deque.append is atomic: no lock per span
+        if len(queue) >= self._batch_size:
             self._prepare_batch()
             self._wake.set()
 
@@ -405,20 +306,20 @@ class ExportPipeline:
         """Take up to one batch from the queue and prepare it for the thread."""
         with self._take:
             queue = self._queue
-            size = min(len(queue), self.settings.max_export_batch_size)
-            records = [queue.popleft().record() for _ in range(size)]
+            size = min(len(queue), self._batch_size)
+            records = [queue.popleft() for _ in range(size)]
             if not records:
                 return
-            spans = sum(span_count(record) for record in records)
             try:
                 prepared = self._sink.prepare(records)
             except Exception:
                 # On the request path: a batch that cannot be prepared (an attribute
                 # marshal cannot write, say) is lost and counted, never the request.
+                spans = _spans_in(records)
                 log.exception("preparing %d spans for export failed", spans)
                 self.lost += spans
                 return
-            self._ready.append((prepared, len(records), spans))
+            self._ready.append((prepared, records))
             self._prepared += len(records)
 
     def _run(self) -> None:
@@ -445,11 +346,11 @@ class ExportPipeline:
 
     def _send_ready(self) -> None:
         while self._ready:
-            prepared, records, spans = self._ready.popleft()
+            prepared, records = self._ready.popleft()
             # Out of the queue's bound once taken, as the SDK's batch processor
             # counts the batch it is exporting.
-            self._sent += records
-            self.lost += send_or_count_lost(self._sink, prepared, spans)
+            self._sent += len(records)
+            self.lost += send_or_count_lost(self._sink, prepared, records)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Export everything queued so far; False if that took longer than timeout_s."""

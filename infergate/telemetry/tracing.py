@@ -14,10 +14,12 @@ nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -27,7 +29,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from infergate import __version__
 from infergate.telemetry import otlp_wire
-from infergate.telemetry.otlp_wire import KIND_INTERNAL, KIND_SERVER, AttributeValue
+from infergate.telemetry.otlp_wire import KIND_SERVER, AttributeValue
+from infergate.telemetry.records import Record
 from infergate.telemetry.spans import (
     BatchSettings,
     EncodingSink,
@@ -75,6 +78,8 @@ class Tracing:
         self.enabled = pipeline is not None
         self._sampler = sampler
         self._ids = id_generator
+        self._root_bound = root_bound(sampler) if sampler is not None else None
+        self._new_trace_id, self._new_span_id, self._nonzero_trace_id = _id_sources(id_generator)
 
     def extract(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Context | None:
         """The caller's trace context from `traceparent` metadata, if any."""
@@ -93,12 +98,49 @@ class Tracing:
         attributes: dict[str, AttributeValue],
     ) -> Span | None:
         """A server span joined to the caller's trace; None when off or not sampled."""
-        if self._pipeline is None:
+        pipeline = self._pipeline
+        if pipeline is None:
             return None
-        assert self._sampler is not None and self._ids is not None
+        if metadata:
+            for key, _ in metadata:
+                if key == "traceparent":
+                    return self._start_joined(name, metadata, attributes)
+        # A new trace: most calls. With one of the SDK's standard samplers the
+        # decision is the same arithmetic as its own, without a call or a result
+        # object per request (see root_bound).
+        trace_id = self._new_trace_id() or self._nonzero_trace_id()
+        bound = self._root_bound
+        if bound is None:
+            return self._start_sampled(name, _NO_PARENT, trace_id, 0, attributes)
+        if trace_id & _TRACE_ID_LOW_BITS >= bound:
+            return None
+        return Span(
+            pipeline, self._new_span_id, name, trace_id, 0, KIND_SERVER, time.time_ns(), attributes
+        )
+
+    def _start_joined(
+        self,
+        name: str,
+        metadata: Iterable[tuple[str, str | bytes]],
+        attributes: dict[str, AttributeValue],
+    ) -> Span | None:
+        """A request carrying `traceparent`: the SDK parses it and its sampler decides."""
         context = self.extract(metadata)
         parent = trace.get_current_span(context).get_span_context()
-        trace_id = parent.trace_id if parent.is_valid else self._ids.generate_trace_id()
+        if not parent.is_valid:  # malformed: a new trace, as without one
+            trace_id = self._new_trace_id() or self._nonzero_trace_id()
+            return self._start_sampled(name, context, trace_id, 0, attributes)
+        return self._start_sampled(name, context, parent.trace_id, parent.span_id, attributes)
+
+    def _start_sampled(
+        self,
+        name: str,
+        context: Context | None,
+        trace_id: int,
+        parent_span_id: int,
+        attributes: dict[str, AttributeValue],
+    ) -> Span | None:
+        assert self._pipeline is not None and self._sampler is not None
         sampled = self._sampler.should_sample(
             context, trace_id, name, trace.SpanKind.SERVER, attributes
         )
@@ -106,33 +148,20 @@ class Tracing:
             return None
         return Span(
             self._pipeline,
-            self._ids.generate_span_id,
+            self._new_span_id,
             name,
             trace_id,
-            parent.span_id if parent.is_valid else 0,
+            parent_span_id,
             KIND_SERVER,
             time.time_ns(),
             attributes,
             sampled.trace_state.to_header() if sampled.trace_state else "",
         )
 
-    def start_root(
-        self, name: str, attributes: dict[str, AttributeValue], start_ns: int
-    ) -> Span | None:
-        """A span in a trace of its own (a batch, linked to the requests it served)."""
-        if self._pipeline is None:
-            return None
-        assert self._ids is not None
-        return Span(
-            self._pipeline,
-            self._ids.generate_span_id,
-            name,
-            self._ids.generate_trace_id(),
-            0,
-            KIND_INTERNAL,
-            start_ns,
-            attributes,
-        )
+    def record(self, record: Record) -> None:
+        """Queue a record made elsewhere (a batch's: see records.BatchRecord)."""
+        if self._pipeline is not None:
+            self._pipeline.submit(record)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         return self._pipeline.flush(timeout_s) if self._pipeline is not None else True
@@ -142,6 +171,66 @@ class Tracing:
         if self._pipeline is not None:
             self._pipeline.shutdown()
             self._pipeline = None
+
+
+# TraceIdRatioBased decides on the trace id's low 64 bits (for 64-bit trace ids).
+_TRACE_ID_LOW_BITS = (1 << 64) - 1
+_ALWAYS = 1 << 64  # a bound every trace id's low bits are under
+
+
+def root_bound(sampler: Sampler) -> int | None:
+    """The sampler's decision for a new trace (no parent), as a bound: a trace is
+    sampled when its id's low 64 bits are under it. Known for the SDK's standard
+    samplers (always_on/off, traceidratio, and parentbased_* of those, the
+    OTEL_TRACES_SAMPLER values); None for any other, which is then asked each time.
+    """
+    from opentelemetry.sdk.trace.sampling import (
+        Decision,
+        ParentBased,
+        Sampler,
+        StaticSampler,
+        TraceIdRatioBased,
+    )
+
+    kind = type(sampler)
+    # The standard classes and their subclasses that only choose a constructor
+    # (ParentBasedTraceIdRatio, _AlwaysOn...), not the decision.
+    if isinstance(sampler, ParentBased) and kind.should_sample is ParentBased.should_sample:
+        root = getattr(sampler, "_root", None)
+        return root_bound(root) if isinstance(root, Sampler) else None
+    if isinstance(sampler, StaticSampler) and kind.should_sample is StaticSampler.should_sample:
+        decision = getattr(sampler, "_decision", None)
+        if not isinstance(decision, Decision):
+            return None
+        return _ALWAYS if decision.is_sampled() else 0  # type: ignore[no-untyped-call]
+    if (
+        isinstance(sampler, TraceIdRatioBased)
+        and kind.should_sample is TraceIdRatioBased.should_sample
+    ):
+        return int(sampler.bound)
+    return None
+
+
+def _id_sources(
+    ids: IdGenerator | None,
+) -> tuple[Callable[[], int], Callable[[], int], Callable[[], int]]:
+    """(new trace id, new span id, a trace id that is never 0).
+
+    For the SDK's default generator the first two are random.getrandbits itself,
+    called in C; they may give 0 (once in 2**64 or 2**128 calls), which is not an id,
+    so callers fall back to the third (Span does the same for its span id). Any
+    other generator (OTEL_PYTHON_ID_GENERATOR) is called as it is.
+    """
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    generator = ids or RandomIdGenerator()
+    if type(generator) is not RandomIdGenerator:
+        return generator.generate_trace_id, generator.generate_span_id, generator.generate_trace_id
+    return (
+        functools.partial(random.getrandbits, 128),
+        functools.partial(random.getrandbits, 64),
+        generator.generate_trace_id,
+    )
 
 
 _EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

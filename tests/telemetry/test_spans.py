@@ -11,7 +11,8 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from infergate.telemetry import otlp_wire
-from infergate.telemetry.spans import BatchSettings, Exporter, ExportPipeline, Sink, SpanRecord
+from infergate.telemetry.records import SpanRecord
+from infergate.telemetry.spans import BatchSettings, Exporter, ExportPipeline, Sink
 from infergate.telemetry.tracing import Tracing, setup_tracing
 
 TRACE = "ab" * 16

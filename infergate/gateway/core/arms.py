@@ -7,6 +7,7 @@ completion time of the next batch), its failures and its circuit breaker.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 
 from infergate.backends.base import LoadedModel
@@ -64,8 +65,9 @@ class Arm:
     open_until: float = 0.0
     last_used: float = float("-inf")  # clock time of the last batch it ran
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
+        # Cached: read for every batch, and the three parts never change.
         return f"{self.backend}/{self.device}/{self.variant}"
 
     @property

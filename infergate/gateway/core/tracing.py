@@ -5,10 +5,9 @@ the start of its batch, and a "backend" child covering the runtime call that ser
 it; each batch gets one "batch" span linked to the server span of every request in
 it, carrying backend, device, variant and size. With tracing off none of this runs.
 
-The request path records only the batch span, with its requests' queue and backend
-times as data: the exporter makes the children from them (spans.encode_derived). A
-request dropped from the queue (timed out, cancelled) gets its failed queue-wait
-span at once.
+The request path records one tuple per batch (records.BatchRecord): the exporter
+makes the batch span and its requests' children from it. A request dropped from the
+queue (timed out, cancelled) gets its failed queue-wait span at once.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from collections.abc import Sequence
 from infergate.gateway.core.routing import Execution
 from infergate.telemetry import spans
 from infergate.telemetry.metrics import Metrics
+from infergate.telemetry.records import BATCH, batch_failure
 from infergate.telemetry.spans import Span
 from infergate.telemetry.tracing import Tracing
 
@@ -70,37 +70,29 @@ class BatchTelemetry:
         # Queue entry times are perf_counter_ns; spans need wall-clock times.
         wall_offset_ns = started_wall_ns - started_ns
         queued = tuple(
-            (server.trace_id, server.span_id, server.trace_state, enqueued + wall_offset_ns)
-            for server, enqueued in zip(requests, enqueued_ns, strict=True)
-            if server is not None
+            [
+                (server.trace_id, server.span_id, server.trace_state, enqueued + wall_offset_ns)
+                for server, enqueued in zip(requests, enqueued_ns, strict=True)
+                if server is not None
+            ]
         )
         if not queued:
             return
-        attributes: dict[str, str | bool | int | float] = {
-            "infergate.model": self.model,
-            "infergate.batch.rows": rows,
-            "infergate.batch.requests": len(requests),
-        }
-        ran: tuple[str, int, int] | None = None
+        arm, ran = "", None
         if execution is not None:
-            arm = execution.arm
-            attributes.update(
-                {
-                    "infergate.backend": arm.backend,
-                    "infergate.device": arm.device,
-                    "infergate.variant": arm.variant,
-                    "infergate.arm": arm.name,
-                }
+            arm = execution.arm.name
+            ran = (execution.started_wall_ns, execution.started_wall_ns + execution.infer_ns)
+        self._tracing.record(
+            (
+                BATCH,
+                self.model,
+                arm,
+                rows,
+                len(requests),
+                started_wall_ns,
+                time.time_ns(),
+                queued,
+                ran,
+                None if error is None else batch_failure(error),
             )
-            ran = (
-                arm.name,
-                execution.started_wall_ns,
-                execution.started_wall_ns + execution.infer_ns,
-            )
-        batch = self._tracing.start_root("batch", attributes, started_wall_ns)
-        if batch is None:
-            return
-        batch.derived = (queued, ran)
-        if error is not None:
-            batch.set_error(str(error), error)
-        batch.end(time.time_ns())
+        )

@@ -22,6 +22,8 @@ from infergate.telemetry import Metrics, Tracing, spans
 from infergate.telemetry.spans import Span
 
 UNKNOWN_MODEL = "_unknown"  # metric label for names the gateway does not serve
+# rpc.grpc.status_code values: StatusCode.value is an enum property, a Python call.
+_CODE_NUMBERS = {code: code.value[0] for code in grpc.StatusCode}
 
 
 class _Timed:
@@ -81,7 +83,7 @@ class _Traced:
             span.set_error("cancelled by the caller")
             span.end()
             return
-        span.attributes["rpc.grpc.status_code"] = code.value[0]
+        span.attributes["rpc.grpc.status_code"] = _CODE_NUMBERS[code]
         if exc is not None:
             span.set_error(f"{code.name}: {exc}", exc)
         span.end()
