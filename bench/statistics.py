@@ -6,6 +6,7 @@ and the cache's hits and misses, are the server's to tell.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from bench.harness import Gateway
@@ -21,13 +22,13 @@ class ModelCounts:
     cache_misses: int = 0
 
     def __sub__(self, other: ModelCounts) -> ModelCounts:
-        return ModelCounts(
-            self.inference_count - other.inference_count,
-            self.execution_count - other.execution_count,
-            self.success_count - other.success_count,
-            self.cache_hits - other.cache_hits,
-            self.cache_misses - other.cache_misses,
-        )
+        return ModelCounts(*(a - b for a, b in zip(self.fields(), other.fields(), strict=True)))
+
+    def __add__(self, other: ModelCounts) -> ModelCounts:
+        return ModelCounts(*(a + b for a, b in zip(self.fields(), other.fields(), strict=True)))
+
+    def fields(self) -> tuple[int, ...]:
+        return dataclasses.astuple(self)
 
     @property
     def rows_per_batch(self) -> float | None:
@@ -48,12 +49,12 @@ def read_counts(url: str, model: str, timeout_s: float = 10.0) -> ModelCounts:
     total = ModelCounts()
     for stats in response.model_stats:
         inference = stats.inference_stats
-        total = ModelCounts(
-            total.inference_count + stats.inference_count,
-            total.execution_count + stats.execution_count,
-            total.success_count + inference.success.count,
-            total.cache_hits + inference.cache_hit.count,
-            total.cache_misses + inference.cache_miss.count,
+        total += ModelCounts(
+            stats.inference_count,
+            stats.execution_count,
+            inference.success.count,
+            inference.cache_hit.count,
+            inference.cache_miss.count,
         )
     return total
 

@@ -15,12 +15,16 @@ requests, on each gateway:
   (`parentbased_traceidratio`, SAMPLED_RATIO), to a receiver of its own so that the
   span check below stays exact.
 
-All three run for the whole section (an idle one costs nothing measurable) and take
-turns: each round measures every mode once per model, the order reversed each round.
-A cost is the median of the rounds' own costs, each from runs a minute apart:
-this shared 2-core machine changes speed by 20% between minutes (the same gateway
-with tracing off gave 1,440 and 1,860 infer/s in two runs), which a comparison of
-runs far apart in time would read as a cost or a gain.
+Each round starts the three gateways afresh (an idle one costs nothing
+measurable), measures every mode once per model, the order reversed each round, and
+stops them. A cost is the median of the rounds' own costs, each from runs a minute
+apart: this shared 2-core machine changes speed by 20% between minutes (the same
+gateway with tracing off gave 1,440 and 1,860 infer/s in two runs), which a
+comparison of runs far apart in time would read as a cost or a gain. Fresh
+processes, because a gateway process keeps a speed of its own for its life: four
+identical gateways with tracing off, measured in turn over rounds, kept their order
+(one 10-17% slower than the rest in every round), so one process per mode for a
+whole run turned that luck into a cost or a gain of up to 17%.
 
 Spans received are checked against what the gateway should have exported: per
 request a server span, a "queue wait" and a "backend" span, plus a "batch" span per
@@ -54,7 +58,7 @@ from bench.statistics import ModelCounts, cpu_us_per_request, read_counts, usage
 TARGET_COST_PCT = 10.0
 SAMPLED_RATIO = 0.1
 # Rounds of paired runs; the table gives medians. An odd count has a middle one.
-ROUNDS = 7
+ROUNDS = 9
 # (model in the bench repository, its twin, concurrency)
 LOADS: tuple[tuple[str, Twin, int], ...] = (
     ("digits", Twin("digits"), 16),
@@ -164,12 +168,13 @@ def tracing_section(config: BenchConfig, workdir: Path) -> Section:
         title="Tracing: throughput with OpenTelemetry off vs on (100% sampled)",
         description=(
             "Three gateways on one repository "
-            f"(`{' '.join(serve_args) or 'default flags'}`): tracing off "
+            f"(`{' '.join(serve_args) or 'default flags'}`), started afresh every round: "
+            "tracing off "
             "(`OTEL_SDK_DISABLED=true`), on (`OTEL_TRACES_SAMPLER=always_on`, OTLP/gRPC "
             "export to a real trace receiver in a process of its own, bench.otlp_sink), "
             f"and on at {SAMPLED_RATIO:.0%} sampling (`parentbased_traceidratio`, to a "
-            f"receiver of its own), running side by side and measured in turn, {ROUNDS} "
-            "rounds, the order reversed each round; the table gives the medians, the cost "
+            f"receiver of its own), measured in turn, {ROUNDS} rounds, the order reversed "
+            "each round; the table gives the medians, the cost "
             "columns the median of each round's own cost, the note every round's off/on "
             "pair. Models pinned to onnxruntime; "
             "digits without dynamic batching or response cache (perf_analyzer repeats one "
@@ -211,45 +216,36 @@ def tracing_section(config: BenchConfig, workdir: Path) -> Section:
     with (
         receiver_process(workdir, "on") as sink,
         receiver_process(workdir, "sampled") as sampled_sink,
-        contextlib.ExitStack() as gateways,
     ):
-        modes: list[tuple[str, harness.Gateway]] = []
-        try:
-            for mode, env in (
-                ("off", TRACING_OFF),
-                ("on", tracing_on(sink.port)),
-                ("sampled", tracing_on(sampled_sink.port, SAMPLED_RATIO)),
-            ):
-                gw = gateways.enter_context(
-                    harness.gateway(
-                        repository,
-                        workdir / f"tracing-{mode}-gateway.log",
-                        serve_args=serve_args,
-                        env=env,
-                    )
-                )
-                modes.append((mode, gw))
-        except GatewayError as exc:
-            log(f"gateway failed: {exc}")
-            for row in rows.values():
-                row["error"] = f"gateway: {exc}"
-                _note(row, "a gateway failed to start")
-            section.rows.extend(rows.values())
-            return section
+        environments = (
+            ("off", TRACING_OFF),
+            ("on", tracing_on(sink.port)),
+            ("sampled", tracing_on(sampled_sink.port, SAMPLED_RATIO)),
+        )
         for index in range(ROUNDS):
             log(f"  round {index + 1} of {ROUNDS}")
             one: dict[str, dict[str, Any]] = {name: {} for name in rows}
-            # The order alternates, so drift within a round favours no mode.
-            for name, _, concurrency in loads:
-                for mode, gw in modes if index % 2 == 0 else modes[::-1]:
-                    _measure(config, workdir, gw, name, concurrency, mode, one[name])
+            # Fresh gateways every round: a gateway process keeps its own speed for
+            # its life (see the module docstring), so one pair of processes would
+            # read that luck as a cost or a gain in every round.
+            with contextlib.ExitStack() as gateways:
+                try:
+                    modes = [
+                        (mode, _start(gateways, repository, workdir, serve_args, mode, env))
+                        for mode, env in environments
+                    ]
+                except GatewayError as exc:
+                    log(f"gateway failed: {exc}")
+                    for row in rows.values():
+                        row["error"] = f"gateway: {exc}"
+                        _note(row, "a gateway failed to start")
+                    break
+                # The order alternates, so drift within a round favours no mode.
+                for name, _, concurrency in loads:
+                    for mode, gw in modes if index % 2 == 0 else modes[::-1]:
+                        _measure(config, workdir, gw, name, concurrency, mode, one[name])
+                _add_counts(counts, dict(modes)["on"], rows, [name for name, _, _ in loads])
             rounds.append(one)
-        on_gateway = dict(modes)["on"]
-        for name, _, _ in loads:
-            try:
-                counts[name] = read_counts(on_gateway.url, name)
-            except RuntimeError as exc:
-                _note(rows[name], f"statistics: {first_line(exc)}")
     spans, exports = sink.counts()
     sampled_spans, _ = sampled_sink.counts()
     for name, row in rows.items():
@@ -329,6 +325,35 @@ def _merge_rounds(row: dict[str, Any], rounds: Sequence[dict[str, Any]]) -> None
     ]
     if pairs:
         _note(row, "rounds off/on infer/s: " + ", ".join(pairs))
+
+
+def _start(
+    gateways: contextlib.ExitStack,
+    repository: Path,
+    workdir: Path,
+    serve_args: Sequence[str],
+    mode: str,
+    env: dict[str, str | None],
+) -> harness.Gateway:
+    return gateways.enter_context(
+        harness.gateway(
+            repository, workdir / f"tracing-{mode}-gateway.log", serve_args=serve_args, env=env
+        )
+    )
+
+
+def _add_counts(
+    counts: dict[str, ModelCounts],
+    gw: harness.Gateway,
+    rows: dict[str, dict[str, Any]],
+    names: Sequence[str],
+) -> None:
+    """Add what this round's traced gateway served, for the spans it should export."""
+    for name in names:
+        try:
+            counts[name] = counts.get(name, ModelCounts()) + read_counts(gw.url, name)
+        except RuntimeError as exc:
+            _note(rows[name], f"statistics: {first_line(exc)}")
 
 
 def _expected_spans(counts: dict[str, ModelCounts]) -> int:
