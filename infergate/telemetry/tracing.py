@@ -78,8 +78,13 @@ class Tracing:
         self.enabled = pipeline is not None
         self._sampler = sampler
         self._ids = id_generator
-        self._root_bound = root_bound(sampler) if sampler is not None else None
-        self._new_trace_id, self._new_span_id, self._nonzero_trace_id = _id_sources(id_generator)
+        self._root_bound: int | None = None
+        self._new_trace_id = self._new_span_id = self._nonzero_trace_id = _no_id
+        if pipeline is not None:  # off, the SDK is never imported
+            self._root_bound = root_bound(sampler) if sampler is not None else None
+            self._new_trace_id, self._new_span_id, self._nonzero_trace_id = _id_sources(
+                id_generator
+            )
 
     def extract(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Context | None:
         """The caller's trace context from `traceparent` metadata, if any."""
@@ -209,6 +214,10 @@ def root_bound(sampler: Sampler) -> int | None:
     ):
         return int(sampler.bound)
     return None
+
+
+def _no_id() -> int:
+    raise RuntimeError("tracing is off: no ids to make")
 
 
 def _id_sources(

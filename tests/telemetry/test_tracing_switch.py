@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from infergate.telemetry.tracing import setup_tracing, tracing_wanted
 
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}
@@ -42,3 +45,16 @@ def test_on_extracts_the_callers_trace_context() -> None:
         assert f"{span_context.span_id:016x}" == "cd" * 8
     finally:
         tracing.shutdown()
+
+
+def test_off_the_sdk_is_never_imported() -> None:
+    """Tracing off costs no start-up time: the SDK and its exporter stay unloaded."""
+    script = (
+        "import sys\n"
+        "from infergate.telemetry.tracing import setup_tracing\n"
+        "tracing = setup_tracing(None, {})\n"
+        "assert tracing.start_request('r', [('traceparent', 'x')], {}) is None\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('opentelemetry.sdk'))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
