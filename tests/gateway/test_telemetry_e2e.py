@@ -152,6 +152,11 @@ async def test_metrics_move_with_traffic(repo: Path) -> None:
     assert after['infergate_queue_latency_seconds_count{model="digits"}'] == 3
     arm_batches = sum(v for k, v in after.items() if k.startswith("infergate_arm_batches_total{"))
     assert arm_batches == stats.execution_count
+    computed = {
+        k: v for k, v in after.items() if k.startswith("infergate_compute_latency_seconds_count{")
+    }
+    assert sum(computed.values()) == stats.execution_count
+    assert all('model="digits"' in k and 'arm="' in k for k in computed)
     assert after['infergate_models{state="READY"}'] == 1
     assert after["infergate_cache_entries"] == 3 and after["infergate_cache_bytes"] > 0
     assert f"infergate_inferences_total{label}" in before
