@@ -22,6 +22,10 @@ from infergate.telemetry import Metrics, Tracing, spans
 from infergate.telemetry.spans import Span
 
 UNKNOWN_MODEL = "_unknown"  # metric label for names the gateway does not serve
+# Server span names, made once: one string object for all spans of an RPC.
+_SPAN_NAMES = {
+    rpc: f"inference.GRPCInferenceService/{rpc}" for rpc in ("ModelInfer", "ModelStreamInfer")
+}
 # rpc.grpc.status_code values: StatusCode.value is an enum property, a Python call.
 _CODE_NUMBERS = {code: code.value[0] for code in grpc.StatusCode}
 
@@ -107,7 +111,7 @@ class InferenceObserver:
         if not self._tracing.enabled:
             return _Timed(self._metrics, model)
         span = self._tracing.start_request(
-            f"inference.GRPCInferenceService/{rpc}",
+            _SPAN_NAMES.get(rpc) or f"inference.GRPCInferenceService/{rpc}",
             metadata,
             {
                 "rpc.system": "grpc",
