@@ -67,9 +67,15 @@ def test_a_batch_records_one_span_and_its_requests_children_are_derived(
     assert {(link.trace_id, link.span_id) for link in batch.links} == {
         (s.trace_id.to_bytes(16, "big"), s.span_id.to_bytes(8, "big")) for s in servers
     }
-    attributes = values(batch.attributes)
-    assert attributes["infergate.arm"] == "onnxruntime/cpu/fp32"
-    assert attributes["infergate.batch.rows"] == 3 and attributes["infergate.batch.requests"] == 2
+    assert values(batch.attributes) == {
+        "infergate.model": "digits",
+        "infergate.backend": "onnxruntime",
+        "infergate.device": "cpu",
+        "infergate.variant": "fp32",
+        "infergate.arm": "onnxruntime/cpu/fp32",
+        "infergate.batch.rows": 3,
+        "infergate.batch.requests": 2,
+    }
     assert batch.start_time_unix_nano == started[1]
     for name in ("queue wait", "backend"):
         children = got[name]
@@ -99,7 +105,18 @@ def test_a_failed_batch_has_an_error_and_no_backend_spans(
     got = exported(tracing, exporter)
     (batch,) = got["batch"]
     assert batch.status.code == 2 and "device lost" in batch.status.message
-    assert [e.name for e in batch.events] == ["exception"]
+    (event,) = batch.events
+    assert event.name == "exception"
+    assert values(event.attributes) == {
+        "exception.type": "RuntimeError",
+        "exception.message": "device lost",
+    }
+    # No arm ran it: the batch says what it was, and no arm.
+    assert values(batch.attributes) == {
+        "infergate.model": "digits",
+        "infergate.batch.rows": 2,
+        "infergate.batch.requests": 2,
+    }
     assert len(batch.links) == 1  # the untraced request has no span to link
     assert len(got["queue wait"]) == 1 and "backend" not in got
 
