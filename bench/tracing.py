@@ -96,6 +96,7 @@ COLUMNS = [
 class Sink:
     port: int
     counts_file: Path
+    pid: int
 
     def counts(self) -> tuple[int, int]:
         """(spans, exports) the sink reported when it stopped; (0, 0) if it did not."""
@@ -131,7 +132,7 @@ def receiver_process(workdir: Path, name: str) -> Iterator[Sink]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise GatewayError(f"the OTLP sink did not start (exit code {process.poll()})")
             time.sleep(0.05)
-        sink = Sink(int(port_file.read_text()), counts_file)
+        sink = Sink(int(port_file.read_text()), counts_file, process.pid)
         yield sink
     finally:
         process.terminate()
