@@ -3,13 +3,14 @@
     python -m bench.thread_cpu --repository models/repository [--rounds 3]
 
 The tracing section of `make bench` gives the throughput cost; on this shared
-machine one run of it is good to a few points. CPU time per request, read from
-/proc for each thread, moves much less between runs and says which part pays:
-the gateway's event loop (its main thread), its other threads, the export process
-and the OTLP receiver. Each round starts a gateway with tracing off and one with
-tracing on (100% sampled, exporting to bench.otlp_sink), drives each with
-perf_analyzer in turn (the order reversed every round) and prints every round and
-the medians. Linux only (/proc).
+machine one run of it is good to a few points. CPU time per request, read for each
+thread from /proc/<pid>/task/<tid>/schedstat (nanoseconds; /proc/.../stat counts
+10 ms ticks), moves much less between runs and says which part pays: the gateway's
+event loop (its main thread), its other threads, the export process and the OTLP
+receiver; and how long the event loop, ready to run, waited for a CPU. Each round
+starts a gateway with tracing off and one with tracing on (100% sampled, exporting
+to bench.otlp_sink), drives each with perf_analyzer in turn (the order reversed
+every round) and prints every round and the medians. Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -33,14 +34,8 @@ EVENT_LOOP = "gateway event loop"
 OTHER_THREADS = "gateway, other threads"
 EXPORTER = "export process"
 RECEIVER = "OTLP receiver"
-GROUPS = (EVENT_LOOP, OTHER_THREADS, EXPORTER, RECEIVER)
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_ticks(stat: str) -> int:
-    # Fields after the ")" that closes the command name: utime is the 12th, stime 13th.
-    fields = stat.rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+EVENT_LOOP_WAIT = "event loop waiting for a CPU"
+GROUPS = (EVENT_LOOP, OTHER_THREADS, EXPORTER, RECEIVER, EVENT_LOOP_WAIT)
 
 
 def _children(pid: int) -> list[int]:
@@ -51,28 +46,39 @@ def _children(pid: int) -> list[int]:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
+            # The parent pid is the second field after the ")" closing the name.
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry))
     return found
 
 
-def _thread_ticks(pid: int) -> dict[int, int]:
-    ticks = {}
+def _thread_times(pid: int) -> dict[int, tuple[int, int]]:
+    """Per thread: (ns on a CPU, ns runnable but waiting for one), so far."""
+    times = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            ticks[int(tid)] = _cpu_ticks(Path(f"/proc/{pid}/task/{tid}/stat").read_text())
-    return ticks
+            run_ns, wait_ns, _ = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+            times[int(tid)] = (int(run_ns), int(wait_ns))
+    return times
+
+
+def _cpu_ns(pid: int) -> int:
+    return sum(run_ns for run_ns, _ in _thread_times(pid).values())
 
 
 def snapshot(gateway_pid: int, receiver_pid: int) -> dict[str, int]:
-    """CPU ticks so far by group (threads that end between snapshots are not counted)."""
+    """Nanoseconds so far by group (threads that end between snapshots are not counted)."""
     groups: dict[str, int] = defaultdict(int)
-    for tid, ticks in _thread_ticks(gateway_pid).items():
-        groups[EVENT_LOOP if tid == gateway_pid else OTHER_THREADS] += ticks
+    for tid, (run_ns, wait_ns) in _thread_times(gateway_pid).items():
+        if tid == gateway_pid:
+            groups[EVENT_LOOP] += run_ns
+            groups[EVENT_LOOP_WAIT] += wait_ns
+        else:
+            groups[OTHER_THREADS] += run_ns
     for child in _children(gateway_pid):
         with contextlib.suppress(OSError):
-            groups[EXPORTER] += sum(_thread_ticks(child).values())
-    groups[RECEIVER] += sum(_thread_ticks(receiver_pid).values())
+            groups[EXPORTER] += _cpu_ns(child)
+    groups[RECEIVER] += _cpu_ns(receiver_pid)
     return groups
 
 
@@ -80,8 +86,7 @@ def per_request_us(
     before: dict[str, int], after: dict[str, int], requests: int
 ) -> dict[str, float]:
     return {
-        group: (after.get(group, 0) - before.get(group, 0)) / _TICKS_PER_S / requests * 1e6
-        for group in GROUPS
+        group: (after.get(group, 0) - before.get(group, 0)) / requests / 1e3 for group in GROUPS
     }
 
 
