@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import os
 import statistics
+import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
@@ -26,7 +27,8 @@ from pathlib import Path
 
 from bench import harness
 from bench.batching import SERVE_ARGS
-from bench.repository import Twin, make_repository
+from bench.harness import GatewayError, PerfAnalyzerError
+from bench.repository import RepositoryError, Twin, make_repository
 from bench.statistics import read_counts
 from bench.tracing import TRACING_OFF, receiver_process, tracing_on
 
@@ -96,26 +98,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--repository", type=Path, default=Path("models/repository"))
     parser.add_argument("--model", default="digits")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=_positive, default=16)
+    parser.add_argument("--rounds", type=_positive, default=3)
     args = parser.parse_args(argv)
+    if not Path("/proc/self/schedstat").exists():
+        parser.error("needs Linux's /proc/<pid>/schedstat")
+    try:
+        results = _measure(args.repository, args.model, args.concurrency, args.rounds)
+    except (RepositoryError, GatewayError, PerfAnalyzerError) as exc:
+        print(f"bench.thread_cpu: {exc}", file=sys.stderr)
+        return 1
+    _report(results)
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"want a positive integer, got {text}")
+    return value
+
+
+def _measure(
+    source: Path, model: str, concurrency: int, rounds: int
+) -> dict[str, list[dict[str, float]]]:
+    """Per mode, one row per round: CPU us per request by group, and infer/s."""
     results: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory(prefix="infergate-thread-cpu-") as tmp:
         workdir = Path(tmp)
-        repository = make_repository(
-            workdir / "repository", {args.model: Twin(args.model)}, args.repository
-        )
+        repository = make_repository(workdir / "repository", {model: Twin(model)}, source)
         with receiver_process(workdir, "on") as sink:
             modes = {"off": TRACING_OFF, "on": tracing_on(sink.port)}
-            for index in range(args.rounds):
+            for index in range(rounds):
                 with contextlib.ExitStack() as stack:
                     gateways = {
                         mode: stack.enter_context(
                             harness.gateway(
-                                repository,
-                                workdir / f"{mode}.log",
-                                serve_args=SERVE_ARGS,
-                                env=env,
+                                repository, workdir / f"{mode}.log", serve_args=SERVE_ARGS, env=env
                             )
                         )
                         for mode, env in modes.items()
@@ -123,34 +142,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                     order = ("off", "on") if index % 2 == 0 else ("on", "off")
                     for mode in order:
                         gw = gateways[mode]
-                        served = read_counts(gw.url, args.model).success_count
+                        served = read_counts(gw.url, model).success_count
                         before = snapshot(gw.process.pid, sink.pid)
                         result = harness.measure(
-                            gw.url,
-                            args.model,
-                            workdir / "perf.csv",
-                            concurrency=args.concurrency,
+                            gw.url, model, workdir / "perf.csv", concurrency=concurrency
                         )
                         after = snapshot(gw.process.pid, sink.pid)
-                        served = read_counts(gw.url, args.model).success_count - served
+                        served = read_counts(gw.url, model).success_count - served
+                        if served < 1:
+                            raise GatewayError(f"{mode}: the gateway answered no request")
                         row = per_request_us(before, after, served)
                         row["infer/s"] = result.throughput
                         results[mode].append(row)
                         print(_line(f"round {index + 1} {mode}", row), flush=True)
-    print(f"\nmedians over {args.rounds} rounds, CPU us per request:")
+    return results
+
+
+def _report(results: dict[str, list[dict[str, float]]]) -> None:
+    rounds = len(results["off"])
+    print(f"\nmedians over {rounds} rounds, CPU us per request:")
     medians = {
         mode: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
         for mode, rows in results.items()
     }
     for mode, row in medians.items():
         print(_line(mode, row))
-    delta = {key: medians["on"][key] - medians["off"][key] for key in GROUPS}
-    print(
-        _line(
-            "on - off", {**delta, "infer/s": medians["on"]["infer/s"] - medians["off"]["infer/s"]}
-        )
-    )
-    return 0
+    delta = {key: medians["on"][key] - medians["off"][key] for key in (*GROUPS, "infer/s")}
+    print(_line("on - off", delta))
 
 
 def _line(label: str, row: dict[str, float]) -> str:

@@ -14,9 +14,10 @@ at its first look); the exporter turns them into OTLP Span messages. Two kinds:
 
 from __future__ import annotations
 
+import functools
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from infergate.telemetry import otlp_wire
 from infergate.telemetry.otlp_wire import KIND_INTERNAL, STATUS_ERROR, AttributeValue
@@ -192,8 +193,14 @@ def batch_failure(error: BaseException) -> BatchFailure:
     return (type(error).__name__, str(error), time.time_ns())
 
 
-def _nonzero_id(bits: int) -> int:
+def nonzero(draw: Callable[[], int]) -> int:
+    """Draw until the value is not 0, which is no trace or span id (random.getrandbits
+    gives 0 once in 2**64 or 2**128 draws)."""
     while True:
-        value = random.getrandbits(bits)
+        value = draw()
         if value:
             return value
+
+
+def _nonzero_id(bits: int) -> int:
+    return random.getrandbits(bits) or nonzero(functools.partial(random.getrandbits, bits))

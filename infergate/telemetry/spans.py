@@ -30,7 +30,7 @@ from typing import Any
 
 from infergate.telemetry import otlp_wire
 from infergate.telemetry.otlp_wire import KIND_INTERNAL, STATUS_ERROR, AttributeValue
-from infergate.telemetry.records import SPAN, Record, SpanRecord, encode, span_count
+from infergate.telemetry.records import SPAN, Record, SpanRecord, encode, nonzero, span_count
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Span:
         self.name = name
         self.trace_id = trace_id
         # ids may be random.getrandbits itself (see tracing): 0 is not a span id.
-        self.span_id = ids() or _nonzero(ids)
+        self.span_id = ids() or nonzero(ids)
         self.parent_span_id = parent_span_id
         self.kind = kind
         self.start_ns = start_ns
@@ -144,13 +144,6 @@ class Span:
         )
 
 
-def _nonzero(ids: Callable[[], int]) -> int:
-    while True:
-        value = ids()
-        if value:
-            return value
-
-
 # The server span of the request this task serves (None: not traced).
 current: ContextVar[Span | None] = ContextVar("infergate_request_span", default=None)
 
@@ -200,7 +193,9 @@ def send_or_count_lost(sink: Sink, prepared: Any, records: Sequence[Record]) -> 
         if sink.send(prepared):
             return 0
     except Exception:
-        log.exception("exporting %d spans failed", _spans_in(records))
+        lost = _spans_in(records)
+        log.exception("exporting %d spans failed", lost)
+        return lost
     return _spans_in(records)
 
 

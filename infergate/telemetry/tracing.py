@@ -30,7 +30,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from infergate import __version__
 from infergate.telemetry import otlp_wire
 from infergate.telemetry.otlp_wire import KIND_SERVER, AttributeValue
-from infergate.telemetry.records import Record
+from infergate.telemetry.records import Record, nonzero
 from infergate.telemetry.spans import (
     BatchSettings,
     EncodingSink,
@@ -77,14 +77,11 @@ class Tracing:
         self._pipeline = pipeline
         self.enabled = pipeline is not None
         self._sampler = sampler
-        self._ids = id_generator
         self._root_bound: int | None = None
-        self._new_trace_id = self._new_span_id = self._nonzero_trace_id = _no_id
+        self._new_trace_id = self._new_span_id = _no_id
         if pipeline is not None:  # off, the SDK is never imported
             self._root_bound = root_bound(sampler) if sampler is not None else None
-            self._new_trace_id, self._new_span_id, self._nonzero_trace_id = _id_sources(
-                id_generator
-            )
+            self._new_trace_id, self._new_span_id = _id_sources(id_generator)
 
     def extract(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Context | None:
         """The caller's trace context from `traceparent` metadata, if any."""
@@ -113,7 +110,7 @@ class Tracing:
         # A new trace: most calls. With one of the SDK's standard samplers the
         # decision is the same arithmetic as its own, without a call or a result
         # object per request (see root_bound).
-        trace_id = self._new_trace_id() or self._nonzero_trace_id()
+        trace_id = self._new_trace_id() or nonzero(self._new_trace_id)
         bound = self._root_bound
         if bound is None:
             return self._start_sampled(name, _NO_PARENT, trace_id, 0, attributes)
@@ -133,7 +130,7 @@ class Tracing:
         context = self.extract(metadata)
         parent = trace.get_current_span(context).get_span_context()
         if not parent.is_valid:  # malformed: a new trace, as without one
-            trace_id = self._new_trace_id() or self._nonzero_trace_id()
+            trace_id = self._new_trace_id() or nonzero(self._new_trace_id)
             return self._start_sampled(name, context, trace_id, 0, attributes)
         return self._start_sampled(name, context, parent.trace_id, parent.span_id, attributes)
 
@@ -220,26 +217,19 @@ def _no_id() -> int:
     raise RuntimeError("tracing is off: no ids to make")
 
 
-def _id_sources(
-    ids: IdGenerator | None,
-) -> tuple[Callable[[], int], Callable[[], int], Callable[[], int]]:
-    """(new trace id, new span id, a trace id that is never 0).
+def _id_sources(ids: IdGenerator | None) -> tuple[Callable[[], int], Callable[[], int]]:
+    """(new trace id, new span id).
 
-    For the SDK's default generator the first two are random.getrandbits itself,
-    called in C; they may give 0 (once in 2**64 or 2**128 calls), which is not an id,
-    so callers fall back to the third (Span does the same for its span id). Any
-    other generator (OTEL_PYTHON_ID_GENERATOR) is called as it is.
+    For the SDK's default generator these are random.getrandbits itself, called in C;
+    they may give 0, which is not an id, so callers draw again (records.nonzero).
+    Any other generator (OTEL_PYTHON_ID_GENERATOR) is called as it is.
     """
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
     generator = ids or RandomIdGenerator()
     if type(generator) is not RandomIdGenerator:
-        return generator.generate_trace_id, generator.generate_span_id, generator.generate_trace_id
-    return (
-        functools.partial(random.getrandbits, 128),
-        functools.partial(random.getrandbits, 64),
-        generator.generate_trace_id,
-    )
+        return generator.generate_trace_id, generator.generate_span_id
+    return functools.partial(random.getrandbits, 128), functools.partial(random.getrandbits, 64)
 
 
 _EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
