@@ -15,6 +15,7 @@ import pytest
 from infergate.backends.base import LoadedModel, WrappedModel
 from infergate.clients import AsyncClient
 from infergate.gateway.core.arms import Circuit
+from infergate.gateway.core.routing import INLINE_AFTER_SAMPLES
 from infergate.gateway.server import GatewayServer
 from infergate.protocol import model_config_pb2 as mc
 from infergate.settings import Settings
@@ -135,6 +136,11 @@ async def test_calls_cheaper_than_a_thread_hop_run_on_the_event_loop(
 ) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(DEMO_REPOSITORY / "digits", repo / "digits")
+    # One arm takes every batch: under the latency policy, noisy first timings can
+    # spread the 20 calls over several arms, each needing its own measured calls
+    # before it runs inline.
+    with (repo / "digits" / "config.pbtxt").open("a") as config:
+        config.write('routing { policy: "fixed" fixed_arm: "onnxruntime/cpu/fp32" }\n')
     settings = Settings(
         model_repository=repo, port=0, metrics_port=0, inline_below_us=inline_below_us
     )
@@ -151,8 +157,10 @@ async def test_calls_cheaper_than_a_thread_hop_run_on_the_event_loop(
                 np.testing.assert_allclose(result["y"], expected, rtol=1e-5)
         router = model.router
         assert model.stats.execution_count == 20
+        (pinned,) = [a for a in model.arms if a.name == "onnxruntime/cpu/fp32"]
+        assert pinned.batches == 20
         if inline_below_us:
-            assert router.inline_batches >= 20 - 8  # after its first few measured calls
+            assert router.inline_batches >= 20 - INLINE_AFTER_SAMPLES  # once measured
         else:
             assert router.inline_batches == 0
     finally:
