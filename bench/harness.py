@@ -20,11 +20,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 BIN = Path(sys.executable).parent
 METRICS_OFF = ("--metrics-port", "0")
@@ -166,6 +166,35 @@ def _stop(process: subprocess.Popen[bytes], grace_s: float) -> None:
         log("gateway ignored SIGINT; killing it")
         process.kill()
         process.wait()
+
+
+def start_gateways(
+    stack: ExitStack,
+    repository: Path,
+    environments: Mapping[str, Mapping[str, str | None]],
+    log_path: Callable[[str], Path],
+    *,
+    serve_args: Sequence[str] = (),
+) -> dict[str, Gateway]:
+    """One gateway per mode, each with its environment (see gateway's `env`), all on
+    one repository; each is stopped when `stack` closes. Benches that compare modes
+    start them afresh every round: a gateway process keeps a speed of its own for
+    its life, so one process per mode for a whole run reads that luck as a cost."""
+    return {
+        mode: stack.enter_context(
+            gateway(repository, log_path(mode), serve_args=serve_args, env=env)
+        )
+        for mode, env in environments.items()
+    }
+
+
+T = TypeVar("T")
+
+
+def in_turn(items: Sequence[T], round_index: int) -> Sequence[T]:
+    """The order to measure in: reversed every other round, so that drift within a
+    round favours no mode."""
+    return items if round_index % 2 == 0 else items[::-1]
 
 
 # ---- perf_analyzer --------------------------------------------------------------

@@ -131,16 +131,14 @@ def _measure(
             modes = {"off": TRACING_OFF, "on": tracing_on(sink.port)}
             for index in range(rounds):
                 with contextlib.ExitStack() as stack:
-                    gateways = {
-                        mode: stack.enter_context(
-                            harness.gateway(
-                                repository, workdir / f"{mode}.log", serve_args=SERVE_ARGS, env=env
-                            )
-                        )
-                        for mode, env in modes.items()
-                    }
-                    order = ("off", "on") if index % 2 == 0 else ("on", "off")
-                    for mode in order:
+                    gateways = harness.start_gateways(
+                        stack,
+                        repository,
+                        modes,
+                        lambda mode: workdir / f"{mode}.log",
+                        serve_args=SERVE_ARGS,
+                    )
+                    for mode in harness.in_turn(list(gateways), index):
                         gw = gateways[mode]
                         served = read_counts(gw.url, model).success_count
                         before = snapshot(gw.process.pid, sink.pid)

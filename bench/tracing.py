@@ -218,34 +218,35 @@ def tracing_section(config: BenchConfig, workdir: Path) -> Section:
         receiver_process(workdir, "on") as sink,
         receiver_process(workdir, "sampled") as sampled_sink,
     ):
-        environments = (
-            ("off", TRACING_OFF),
-            ("on", tracing_on(sink.port)),
-            ("sampled", tracing_on(sampled_sink.port, SAMPLED_RATIO)),
-        )
+        environments = {
+            "off": TRACING_OFF,
+            "on": tracing_on(sink.port),
+            "sampled": tracing_on(sampled_sink.port, SAMPLED_RATIO),
+        }
         for index in range(ROUNDS):
             log(f"  round {index + 1} of {ROUNDS}")
             one: dict[str, dict[str, Any]] = {name: {} for name in rows}
-            # Fresh gateways every round: a gateway process keeps its own speed for
-            # its life (see the module docstring), so one pair of processes would
-            # read that luck as a cost or a gain in every round.
-            with contextlib.ExitStack() as gateways:
+            # Fresh gateways every round (see the module docstring).
+            with contextlib.ExitStack() as stack:
                 try:
-                    modes = [
-                        (mode, _start(gateways, repository, workdir, serve_args, mode, env))
-                        for mode, env in environments
-                    ]
+                    gateways = harness.start_gateways(
+                        stack,
+                        repository,
+                        environments,
+                        lambda mode: workdir / f"tracing-{mode}-gateway.log",
+                        serve_args=serve_args,
+                    )
                 except GatewayError as exc:
                     log(f"gateway failed: {exc}")
                     for row in rows.values():
                         row["error"] = f"gateway: {exc}"
                         _note(row, "a gateway failed to start")
                     break
-                # The order alternates, so drift within a round favours no mode.
                 for name, _, concurrency in loads:
-                    for mode, gw in modes if index % 2 == 0 else modes[::-1]:
+                    for mode in harness.in_turn(list(gateways), index):
+                        gw = gateways[mode]
                         _measure(config, workdir, gw, name, concurrency, mode, one[name])
-                _add_counts(counts, dict(modes)["on"], rows, [name for name, _, _ in loads])
+                _add_counts(counts, gateways["on"], rows, [name for name, _, _ in loads])
             rounds.append(one)
     spans, exports = sink.counts()
     sampled_spans, _ = sampled_sink.counts()
@@ -326,21 +327,6 @@ def _merge_rounds(row: dict[str, Any], rounds: Sequence[dict[str, Any]]) -> None
     ]
     if pairs:
         _note(row, "rounds off/on infer/s: " + ", ".join(pairs))
-
-
-def _start(
-    gateways: contextlib.ExitStack,
-    repository: Path,
-    workdir: Path,
-    serve_args: Sequence[str],
-    mode: str,
-    env: dict[str, str | None],
-) -> harness.Gateway:
-    return gateways.enter_context(
-        harness.gateway(
-            repository, workdir / f"tracing-{mode}-gateway.log", serve_args=serve_args, env=env
-        )
-    )
 
 
 def _add_counts(

@@ -127,7 +127,8 @@ class Tracing:
         attributes: dict[str, AttributeValue],
     ) -> Span | None:
         """A request carrying `traceparent`: the SDK parses it and its sampler decides."""
-        context = self.extract(metadata)
+        # start_request found the header: straight to the propagator, not extract().
+        context = _PROPAGATOR.extract(list(metadata), getter=_GETTER)
         parent = trace.get_current_span(context).get_span_context()
         if not parent.is_valid:  # malformed: a new trace, as without one
             trace_id = self._new_trace_id() or nonzero(self._new_trace_id)
