@@ -25,12 +25,12 @@ import numpy as np
 from bench.report import BenchConfig, Column, Section, num
 from infergate.backends.base import Backend, BackendOptions
 from infergate.backends.discovery import discover
-from infergate.gateway.core import datatypes
-from infergate.gateway.core.errors import ModelLoadError
 from infergate.gateway.core.loader import load_model
 from infergate.gateway.core.repository import ModelSource, read_model
-from infergate.gateway.core.spec import VARIABLE, ModelSpec
 from infergate.protocol import model_config_pb2 as mc
+from infergate.schema import datatypes
+from infergate.schema.errors import ModelLoadError
+from infergate.schema.tensors import VARIABLE, ModelSpec
 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[1] / "models" / "repository"
 COLUMNS = ("backend", "device", "model", "batch", "p50_ms", "p99_ms", "rows_per_s", "calls")

@@ -17,11 +17,11 @@ from typing import TextIO
 import grpc
 from google.protobuf import json_format
 
-from infergate.clients.admin import AdminClient, AdminError, batching
-from infergate.gateway.core.errors import ModelLoadError
+from infergate.clients.admin_client import AdminClient, AdminError, batching
 from infergate.gateway.core.repository import parse_config
 from infergate.protocol import admin_pb2 as apb
 from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.errors import ModelLoadError
 
 TOKEN_VARIABLE = "INFERGATE_ADMIN_TOKEN"
 # Artifact names the backends look for, by the flag that uploads them.

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from infergate.backends.base import Backend, BackendOptions, LoadedModel
-from infergate.gateway.core.errors import ModelLoadError
-from infergate.gateway.core.spec import TensorSpec
+from infergate.schema.errors import ModelLoadError
+from infergate.schema.tensors import TensorSpec
 
 CONFIG = """
 max_batch_size: 8

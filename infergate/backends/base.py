@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from infergate.gateway.core.spec import TensorSpec, spec_from_config
-from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.tensors import TensorSpec
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class BackendOptions:
     intra_op_threads: int = 0  # 0: the runtime's default
     inter_op_threads: int = 0
     use_gpu: bool = True
-    # Free-form, per-backend settings (e.g. from ModelConfig.parameters).
+    # Free-form, per-backend settings (the model config's `parameters`).
     extra: Mapping[str, str] = field(default_factory=dict)
     # What the model's config declares (batch dim included), when it lists tensors.
     # A backend whose artifact names tensors differently maps the config's names onto
@@ -42,21 +41,6 @@ class BackendOptions:
     # no config, so it reports the artifact's own names.
     expected_inputs: tuple[TensorSpec, ...] | None = None
     expected_outputs: tuple[TensorSpec, ...] | None = None
-
-    def for_model(self, config: mc.ModelConfig | None) -> BackendOptions:
-        """These options for one model: its config's tensors as expected_inputs/outputs,
-        and its `parameters` (string values) over `extra`, so that a config can set a
-        backend's per-model settings (e.g. OpenVINO's performance_hint)."""
-        if config is None:
-            return self
-        declared = spec_from_config(config) if (config.input or config.output) else None
-        parameters = {key: p.string_value for key, p in config.parameters.items()}
-        return replace(
-            self,
-            extra={**self.extra, **parameters},
-            expected_inputs=declared.inputs if declared else None,
-            expected_outputs=declared.outputs if declared else None,
-        )
 
 
 class LoadedModel(abc.ABC):
@@ -87,6 +71,37 @@ class LoadedModel(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
         """Free the runtime's resources; the model is not used afterwards."""
+
+
+class KnownSpecsModel(LoadedModel):
+    """A LoadedModel whose tensors and device are fixed once it has loaded.
+
+    Runtimes learn their specs while loading: a subclass works them out in its
+    __init__ and hands them to set_specs() (before anyone reads them).
+    """
+
+    _inputs: tuple[TensorSpec, ...] = ()
+    _outputs: tuple[TensorSpec, ...] = ()
+    _device: str = "cpu"
+
+    def set_specs(
+        self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], device: str = "cpu"
+    ) -> None:
+        self._inputs = tuple(inputs)
+        self._outputs = tuple(outputs)
+        self._device = device
+
+    @property
+    def inputs(self) -> Sequence[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> Sequence[TensorSpec]:
+        return self._outputs
+
+    @property
+    def device(self) -> str:
+        return self._device
 
 
 class Backend(abc.ABC):

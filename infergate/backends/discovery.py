@@ -19,7 +19,7 @@ GROUP = "infergate.backends"
 
 
 @dataclass(frozen=True)
-class Unavailable:
+class MissingBackend:
     name: str
     reason: str
 
@@ -27,14 +27,14 @@ class Unavailable:
 @dataclass(frozen=True)
 class Discovered:
     backends: dict[str, Backend]  # by name, in entry-point order
-    unavailable: tuple[Unavailable, ...]
+    unavailable: tuple[MissingBackend, ...]
 
 
 def discover(only: Iterable[str] = (), points: Iterable[EntryPoint] | None = None) -> Discovered:
     """Instantiate every backend found (or only those named) whose runtime imports."""
     wanted = set(only)
     found: dict[str, Backend] = {}
-    missing: list[Unavailable] = []
+    missing: list[MissingBackend] = []
     for point in entry_points(group=GROUP) if points is None else points:
         if wanted and point.name not in wanted:
             continue
@@ -47,9 +47,9 @@ def discover(only: Iterable[str] = (), points: Iterable[EntryPoint] | None = Non
         except Exception as exc:  # a broken third-party backend must not stop us
             reason = f"{type(exc).__name__}: {exc}"
             log.info("backend %s is not available: %s", point.name, reason)
-            missing.append(Unavailable(point.name, reason))
+            missing.append(MissingBackend(point.name, reason))
             continue
         found[point.name] = backend
     for name in sorted(wanted - set(found) - {m.name for m in missing}):
-        missing.append(Unavailable(name, "no such backend is installed"))
+        missing.append(MissingBackend(name, "no such backend is installed"))
     return Discovered(found, tuple(missing))

@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from infergate.gateway.core.errors import ModelLoadError
-from infergate.gateway.core.spec import VARIABLE, TensorSpec
+from infergate.schema.errors import ModelLoadError
+from infergate.schema.tensors import VARIABLE, TensorSpec
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from infergate.backends.base import Backend, BackendOptions, LoadedModel
+from infergate.backends.base import Backend, BackendOptions, KnownSpecsModel, LoadedModel
 from infergate.backends.providers import (
     CUDA,
     TENSORRT,
@@ -19,8 +19,8 @@ from infergate.backends.providers import (
     choose_providers,
     probe_providers,
 )
-from infergate.gateway.core.errors import ModelLoadError
-from infergate.gateway.core.spec import VARIABLE, TensorSpec
+from infergate.schema.errors import ModelLoadError
+from infergate.schema.tensors import VARIABLE, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -109,32 +109,22 @@ def _provider_options(provider: str, options: BackendOptions) -> dict[str, str]:
     return {}
 
 
-class OnnxRuntimeModel(LoadedModel):
+class OnnxRuntimeModel(KnownSpecsModel):
     def __init__(self, session: object, device: str) -> None:
         import onnxruntime as ort
 
         assert isinstance(session, ort.InferenceSession)
         self._session = session
-        self._device = device
-        self._inputs = tuple(_spec(i) for i in session.get_inputs())
-        self._outputs = tuple(_spec(o) for o in session.get_outputs())
+        self.set_specs(
+            [_spec(i) for i in session.get_inputs()],
+            [_spec(o) for o in session.get_outputs()],
+            device,
+        )
         self._output_names = [o.name for o in self._outputs]
         # Inputs onnxruntime wants as str, not bytes (string tensors).
         self._string_inputs = {t.name for t in self._inputs if t.datatype == "BYTES"}
         # numpy has no bfloat16: such models go through OrtValues holding the bits.
         self._bf16 = any(t.datatype == "BF16" for t in (*self._inputs, *self._outputs))
-
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
-
-    @property
-    def device(self) -> str:
-        return self._device
 
     @property
     def providers(self) -> list[str]:

@@ -20,16 +20,16 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from infergate.backends.base import Backend, BackendOptions, LoadedModel
+from infergate.backends.base import Backend, BackendOptions, KnownSpecsModel, LoadedModel
 from infergate.backends.names import ArtifactTensor, map_names, public_specs
-from infergate.gateway.core.errors import ModelLoadError
-from infergate.gateway.core.spec import VARIABLE, TensorSpec
+from infergate.schema.errors import ModelLoadError
+from infergate.schema.tensors import VARIABLE, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def _read(artifact: Path) -> Any:
         raise ModelLoadError(f"openvino could not read {artifact.name}: {exc}") from exc
 
 
-class OpenVinoModel(LoadedModel):
+class OpenVinoModel(KnownSpecsModel):
     """A compiled model and a pool of infer requests, one per batch in flight.
 
     An InferRequest runs one batch at a time; each worker thread takes one from the
@@ -156,8 +156,7 @@ class OpenVinoModel(LoadedModel):
         out_names = map_names(
             "output", options.expected_outputs, outputs, by_position=False, where=where
         )
-        self._inputs = public_specs(inputs, in_names)
-        self._outputs = public_specs(outputs, out_names)
+        self.set_specs(public_specs(inputs, in_names), public_specs(outputs, out_names))
         self._input_ports = {name: i for i, name in enumerate(in_names)}
         self._pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for _ in range(requests):
@@ -171,18 +170,6 @@ class OpenVinoModel(LoadedModel):
             compiled.get_property("NUM_STREAMS"),
             requests,
         )
-
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
-
-    @property
-    def device(self) -> str:
-        return "cpu"
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {self._input_ports[name]: array for name, array in inputs.items()}

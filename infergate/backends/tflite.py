@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from infergate.backends.base import Backend, BackendOptions, LoadedModel
+from infergate.backends.base import Backend, BackendOptions, KnownSpecsModel, LoadedModel
 from infergate.backends.names import ArtifactTensor, map_names, public_specs
-from infergate.gateway.core import datatypes
-from infergate.gateway.core.errors import ModelLoadError
-from infergate.gateway.core.spec import TensorSpec
+from infergate.schema import datatypes
+from infergate.schema.errors import ModelLoadError
+from infergate.schema.tensors import TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class _Worker:
     allocations: int = 0  # resizes it has done: shows that same-shape calls do none
 
 
-class TfLiteModel(LoadedModel):
+class TfLiteModel(KnownSpecsModel):
     """A .tflite model: one LiteRT interpreter per calling thread, all from one buffer."""
 
     def __init__(
@@ -100,8 +100,7 @@ class TfLiteModel(LoadedModel):
         out_names = map_names(
             "output", options.expected_outputs, outputs, by_position=True, where=where
         )
-        self._inputs = public_specs(inputs, in_names)
-        self._outputs = public_specs(outputs, out_names)
+        self.set_specs(public_specs(inputs, in_names), public_specs(outputs, out_names))
         indices = [d["index"] for d in interpreter.get_input_details()]
         self._input_index = dict(zip(in_names, indices, strict=True))
         self._output_index = {
@@ -111,18 +110,6 @@ class TfLiteModel(LoadedModel):
         self.xnnpack = _uses_delegate(interpreter)
         if not self.xnnpack:
             log.warning("%s: XNNPACK did not take this model; it runs on LiteRT's kernels", where)
-
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
-
-    @property
-    def device(self) -> str:
-        return "cpu"
 
     @property
     def interpreters(self) -> int:

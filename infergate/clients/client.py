@@ -20,10 +20,9 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from infergate import codec
-from infergate.gateway.core import datatypes
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import inference_pb2_grpc as pb_grpc
+from infergate.schema import codec, datatypes
 
 # Match the server's default limit; tensors of hundreds of MB are legitimate.
 _MAX_MESSAGE_BYTES = 256 * 1024 * 1024

@@ -25,10 +25,10 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from infergate.gateway.core.errors import GatewayError, PermissionDenied, Unauthenticated
 from infergate.gateway.status import status_code
 from infergate.protocol import admin_pb2 as apb
 from infergate.protocol import inference_pb2 as pb
+from infergate.schema.errors import GatewayError, PermissionDenied, Unauthenticated
 from infergate.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,6 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from infergate import codec
-from infergate.gateway.core import datatypes
-from infergate.gateway.core.errors import InvalidInput
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.registry import IndexEntry
 from infergate.gateway.core.request import (
@@ -25,6 +22,8 @@ from infergate.gateway.core.request import (
 )
 from infergate.gateway.core.stats import Duration, ModelStats
 from infergate.protocol import inference_pb2 as pb
+from infergate.schema import codec, datatypes
+from infergate.schema.errors import InvalidInput
 
 # ---- requests -------------------------------------------------------------------
 

@@ -16,9 +16,9 @@ from infergate.backends.discovery import discover
 from infergate.gateway import tls
 from infergate.gateway.auth import ADMIN_SERVICE, AuthInterceptor, AuthPolicy, is_loopback
 from infergate.gateway.core import store
-from infergate.gateway.core.admin import ModelAdmin
+from infergate.gateway.core.model_control import ModelControl
 from infergate.gateway.core.pipeline import InferenceCore
-from infergate.gateway.servicers.admin import AdminServicer
+from infergate.gateway.servicers.admin_service import AdminServicer
 from infergate.gateway.servicers.inference import InferenceServicer
 from infergate.gateway.servicers.observe import InferenceObserver
 from infergate.protocol import admin_pb2_grpc as apb_grpc
@@ -76,7 +76,7 @@ class GatewayServer:
         self.metrics.watch(self.core.snapshot)
         self.core.attach_telemetry(self.tracing, self.metrics)
         self.metrics_port = 0
-        self.admin = ModelAdmin(
+        self.admin = ModelControl(
             self.core, settings.model_repository, settings.max_artifact_mb * _MB
         )
         auth = AuthPolicy.from_settings(settings)

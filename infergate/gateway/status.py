@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from infergate.gateway.core import errors
+from infergate.schema import errors
 
 _CODES: tuple[tuple[type[errors.GatewayError], grpc.StatusCode], ...] = (
     (errors.ModelNotFound, grpc.StatusCode.NOT_FOUND),

@@ -14,7 +14,7 @@ import pytest
 from infergate.backends.base import Backend
 from infergate.backends.discovery import discover
 from infergate.clients import AsyncClient
-from infergate.clients.admin import AsyncAdminClient
+from infergate.clients.admin_client import AsyncAdminClient
 from infergate.gateway.server import GatewayServer
 from infergate.settings import Settings
 from tests.conftest import DEMO_REPOSITORY

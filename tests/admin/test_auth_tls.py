@@ -10,12 +10,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from infergate.clients import AsyncClient
-from infergate.clients.admin import AdminError, AsyncAdminClient
+from infergate.clients.admin_client import AdminError, AsyncAdminClient
 from infergate.gateway.auth import AuthPolicy, is_loopback
-from infergate.gateway.core.errors import PermissionDenied, Unauthenticated
 from infergate.gateway.server import GatewayServer
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import inference_pb2_grpc as pb_grpc
+from infergate.schema.errors import PermissionDenied, Unauthenticated
 from infergate.settings import Settings, SettingsError
 from tests.admin.certs import self_signed
 from tests.admin.conftest import TOKEN, gateway_backends, start

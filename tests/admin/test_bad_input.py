@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from infergate.clients import AsyncClient
-from infergate.clients.admin import AdminError, Artifact, AsyncAdminClient
+from infergate.clients.admin_client import AdminError, Artifact, AsyncAdminClient
 from infergate.protocol import admin_pb2 as apb
 from infergate.protocol import admin_pb2_grpc as apb_grpc
 from infergate.settings import Settings

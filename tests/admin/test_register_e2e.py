@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from infergate.clients import AsyncClient, InferenceError
-from infergate.clients.admin import AdminError, AsyncAdminClient
+from infergate.clients.admin_client import AdminError, AsyncAdminClient
 from infergate.gateway.core.repository import parse_config
 from infergate.protocol import model_config_pb2 as mc
 from tests.admin.conftest import TOKEN, Served, gateway_backends, start, wait_until

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from infergate.clients import AsyncClient, Client
-from infergate.clients.admin import (
+from infergate.clients.admin_client import (
     AdminClient,
     AdminError,
     Artifact,

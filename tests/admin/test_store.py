@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from infergate.gateway.core import live_config, store
-from infergate.gateway.core.errors import (
+from infergate.gateway.core.repository import list_models, parse_config, read_model
+from infergate.gateway.core.upload import ArtifactSpec, StagedUpload, check_artifacts
+from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.errors import (
     AlreadyExists,
     ArtifactTooLarge,
     ChecksumMismatch,
     InvalidInput,
 )
-from infergate.gateway.core.repository import list_models, parse_config, read_model
-from infergate.gateway.core.upload import ArtifactSpec, StagedUpload, check_artifacts
-from infergate.protocol import model_config_pb2 as mc
 
 DATA = b"model bytes " * 1000
 

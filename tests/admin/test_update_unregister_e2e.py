@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from infergate.clients import AsyncClient, InferenceError
-from infergate.clients.admin import AdminError, AsyncAdminClient, ConfigUpdate, batching
+from infergate.clients.admin_client import AdminError, AsyncAdminClient, ConfigUpdate, batching
 from infergate.gateway.core.repository import parse_config
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import inference_pb2_grpc as pb_grpc

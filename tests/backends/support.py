@@ -15,8 +15,8 @@ from infergate.backends.base import Backend, BackendOptions, LoadedModel, Wrappe
 from infergate.backends.discovery import discover
 from infergate.gateway.core.loader import load_model
 from infergate.gateway.core.repository import ModelSource, read_model
-from infergate.gateway.core.spec import ModelSpec
 from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.tensors import ModelSpec
 from tests.conftest import DEMO_REPOSITORY
 
 # Every backend installed here, in entry-point order; the suites run on each.

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infergate.gateway.core.errors import ModelLoadError
-from infergate.gateway.core.spec import TensorSpec
+from infergate.schema.errors import ModelLoadError
+from infergate.schema.tensors import TensorSpec
 from tests.backends.support import ATOL, BACKENDS, RTOL, Loaded, load_pinned, reference, sample
 from tests.conftest import DEMO_REPOSITORY
 

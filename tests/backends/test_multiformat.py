@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from infergate.backends.base import BackendOptions
-from infergate.gateway.core.errors import ModelLoadError
 from infergate.gateway.core.loader import choose_backends, load_model
 from infergate.gateway.core.repository import parse_config, read_model
-from infergate.gateway.core.spec import TensorSpec
+from infergate.schema.errors import ModelLoadError
+from infergate.schema.tensors import TensorSpec
 from tests.backends.support import BACKENDS
 from tests.conftest import DEMO_REPOSITORY
 

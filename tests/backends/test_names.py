@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from infergate.backends.names import ArtifactTensor, map_names, public_specs
-from infergate.gateway.core.errors import ModelLoadError
-from infergate.gateway.core.spec import TensorSpec
+from infergate.schema.errors import ModelLoadError
+from infergate.schema.tensors import TensorSpec
 
 
 def spec(name: str, shape: tuple[int, ...] = (-1, 4), datatype: str = "FP32") -> TensorSpec:

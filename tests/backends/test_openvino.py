@@ -10,7 +10,7 @@ import pytest
 
 from infergate.backends.base import BackendOptions
 from infergate.backends.openvino import OpenVinoBackend, OpenVinoModel, compile_config
-from infergate.gateway.core.errors import ModelLoadError
+from infergate.schema.errors import ModelLoadError
 from tests.backends.support import ATOL, RTOL, load_pinned, reference
 from tests.conftest import DEMO_REPOSITORY
 

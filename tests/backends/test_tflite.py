@@ -10,8 +10,8 @@ import pytest
 
 from infergate.backends.base import BackendOptions
 from infergate.backends.tflite import TfLiteBackend, TfLiteModel
-from infergate.gateway.core.errors import ModelLoadError
-from infergate.gateway.core.spec import TensorSpec
+from infergate.schema.errors import ModelLoadError
+from infergate.schema.tensors import TensorSpec
 from tests.backends.support import ATOL, RTOL, reference
 from tests.conftest import DEMO_REPOSITORY
 

@@ -58,7 +58,7 @@ async def test_raw_round_trip(datatype: str, typed_gateway: GatewayServer) -> No
 
 @pytest.mark.parametrize("datatype", [d for d in SAMPLES if d not in ("FP16",)])
 async def test_typed_contents_round_trip(datatype: str, typed_gateway: GatewayServer) -> None:
-    from infergate.gateway.core import datatypes
+    from infergate.schema import datatypes
 
     sent = SAMPLES[datatype]
     request = pb.ModelInferRequest(model_name=f"id_{datatype.lower()}")

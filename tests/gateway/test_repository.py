@@ -10,10 +10,10 @@ import pytest
 
 from infergate.backends.base import BackendOptions
 from infergate.backends.discovery import discover
-from infergate.gateway.core.errors import ModelLoadError, ModelNotReady
 from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.core.repository import parse_config, read_model
 from infergate.gateway.core.request import InferRequest, InputTensor
+from infergate.schema.errors import ModelLoadError, ModelNotReady
 from tests import onnx_models
 from tests.conftest import DEMO_REPOSITORY
 

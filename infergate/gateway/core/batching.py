@@ -32,24 +32,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from infergate.gateway.core.errors import (
+from infergate.gateway.core.batch_telemetry import BatchTelemetry
+from infergate.gateway.core.routing import Execution
+from infergate.gateway.core.stats import ModelStats
+from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.errors import (
     BackendFailed,
     DeadlineExceeded,
     GatewayError,
     QueueFull,
     Unavailable,
 )
-from infergate.gateway.core.routing import Execution
-from infergate.gateway.core.stats import ModelStats
-from infergate.gateway.core.tracing import BatchTelemetry
-from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.tensors import Tensors
 from infergate.telemetry.spans import Span
 
 log = logging.getLogger(__name__)
 
-Tensors = dict[str, np.ndarray]
 # Runs one stacked batch (the model's router).
-Executor = Callable[[Tensors], Awaitable[Execution]]
+RunBatch = Callable[[Tensors], Awaitable[Execution]]
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class BatchQueue:
         self,
         name: str,
         policy: BatchPolicy,
-        execute: Executor,
+        execute: RunBatch,
         stats: ModelStats,
         telemetry: BatchTelemetry | None = None,
         waiting_pays: Callable[[], bool] = lambda: True,

@@ -15,8 +15,8 @@ from typing import cast
 from google.protobuf import field_mask_pb2
 from google.protobuf.descriptor import Descriptor
 
-from infergate.gateway.core.errors import InvalidInput
 from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.errors import InvalidInput
 
 LIVE_FIELDS = (
     "max_batch_size",

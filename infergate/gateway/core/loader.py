@@ -8,22 +8,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
 from infergate.backends.base import Backend, BackendOptions, LoadedModel
-from infergate.gateway.core import datatypes
 from infergate.gateway.core.arms import Arm
-from infergate.gateway.core.errors import ModelLoadError
+from infergate.gateway.core.config_spec import config_from_artifact, reconcile, spec_from_config
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.repository import ModelSource
-from infergate.gateway.core.spec import (
-    VARIABLE,
-    ModelSpec,
-    config_from_artifact,
-    reconcile,
-)
 from infergate.protocol import model_config_pb2 as mc
+from infergate.schema import datatypes
+from infergate.schema.errors import ModelLoadError
+from infergate.schema.tensors import VARIABLE, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +101,7 @@ def load_model(
         assert artifact is not None  # choose_backends checked
         runtime: LoadedModel | None = None
         try:
-            runtime = backend.load(artifact, options.for_model(config or source.config))
+            runtime = backend.load(artifact, options_for_model(options, config or source.config))
             if config is None:
                 config = _config_for(source, runtime, default_max_batch_size)
                 if not config.platform:
@@ -145,6 +142,22 @@ def load_model(
         arms=arms,
         platform=config.platform,
         arm_errors=errors,
+    )
+
+
+def options_for_model(options: BackendOptions, config: mc.ModelConfig | None) -> BackendOptions:
+    """The options for one model: its config's tensors as expected_inputs/outputs, and
+    its `parameters` (string values) over `extra`, so that a config can set a
+    backend's per-model settings (e.g. OpenVINO's performance_hint)."""
+    if config is None:
+        return options
+    declared = spec_from_config(config) if (config.input or config.output) else None
+    parameters = {key: p.string_value for key, p in config.parameters.items()}
+    return replace(
+        options,
+        extra={**options.extra, **parameters},
+        expected_inputs=declared.inputs if declared else None,
+        expected_outputs=declared.outputs if declared else None,
     )
 
 

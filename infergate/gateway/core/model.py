@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 
 from infergate.backends.base import LoadedModel
 from infergate.gateway.core.arms import Arm
+from infergate.gateway.core.batch_telemetry import BatchTelemetry
 from infergate.gateway.core.batching import BatchQueue, policy_from_config
-from infergate.gateway.core.errors import Unavailable
 from infergate.gateway.core.routing import DEFAULT_INLINE_BELOW_S, Router, make_policy
-from infergate.gateway.core.spec import ModelSpec
 from infergate.gateway.core.stats import ModelStats
-from infergate.gateway.core.tracing import BatchTelemetry
 from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.errors import Unavailable
+from infergate.schema.tensors import ModelSpec
 
 
 @dataclass

@@ -15,18 +15,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from infergate.backends.base import Backend, BackendOptions
+from infergate.gateway.core.batch_telemetry import BatchTelemetry
 from infergate.gateway.core.batching import policy_from_config
 from infergate.gateway.core.cache import ResponseCache, cache_key
-from infergate.gateway.core.errors import GatewayError, InvalidInput, ModelLoadError
 from infergate.gateway.core.loader import load_model
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.registry import ModelRegistry
 from infergate.gateway.core.repository import ModelSource, list_models, read_model
 from infergate.gateway.core.request import InferRequest, InferResult, OutputTensor
 from infergate.gateway.core.routing import DEFAULT_INLINE_BELOW_S, make_policy
-from infergate.gateway.core.tracing import BatchTelemetry
 from infergate.gateway.core.validate import validate_request
 from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.errors import GatewayError, InvalidInput, ModelLoadError
 from infergate.telemetry import spans
 from infergate.telemetry.metrics import Metrics, ModelSnapshot, Snapshot
 from infergate.telemetry.tracing import Tracing
@@ -214,7 +214,7 @@ class InferenceCore:
         # Waiting for running calls blocks: do it off the event loop.
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
-    # ---- run-time model control (driven by infergate.gateway.core.admin) ----------
+    # ---- run-time model control (driven by infergate.gateway.core.model_control) ----------
 
     async def load(self, source: ModelSource) -> ModelVersion:
         """Load and warm up a version without serving it; ModelLoadError on any failure."""

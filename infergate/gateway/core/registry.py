@@ -6,8 +6,8 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from infergate.gateway.core.errors import ModelNotFound, ModelNotReady
 from infergate.gateway.core.model import ModelVersion
+from infergate.schema.errors import ModelNotFound, ModelNotReady
 
 
 class ModelState(enum.Enum):

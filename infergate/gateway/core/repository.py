@@ -14,8 +14,8 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from infergate.gateway.core.errors import ModelLoadError
 from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

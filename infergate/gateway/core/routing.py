@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from infergate.gateway.core.arms import Arm, DeviceLoad
-from infergate.gateway.core.errors import BackendFailed, InvalidInput, Unavailable
 from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.errors import BackendFailed, InvalidInput, Unavailable
+from infergate.schema.tensors import Tensors
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ LOG_INTERVAL_S = 10.0
 # batches: a new arm's first calls are its unknowns.
 DEFAULT_INLINE_BELOW_S = 200e-6
 INLINE_AFTER_SAMPLES = 8
-
-Tensors = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)

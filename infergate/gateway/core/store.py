@@ -28,10 +28,10 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from infergate.gateway.core.errors import AlreadyExists, InvalidInput
 from infergate.gateway.core.repository import CONFIG_FILE, parse_config
 from infergate.gateway.core.upload import STAGING_DIR, ArtifactSpec, sha256_file
 from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.errors import AlreadyExists, InvalidInput
 
 _PENDING = re.compile(r"^\.pending-(\d+)\.pbtxt$")
 _TEMP_PREFIX = ".tmp-"

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from infergate.gateway.core.errors import ArtifactTooLarge, ChecksumMismatch, InvalidInput
 from infergate.gateway.core.repository import CONFIG_FILE
+from infergate.schema.errors import ArtifactTooLarge, ChecksumMismatch, InvalidInput
 
 STAGING_DIR = ".staging"
 # A version is a handful of files (model.onnx, model.tflite, model.xml + model.bin,

@@ -6,9 +6,9 @@ tensor and what was expected, so a bad request never reaches a batch.
 
 from __future__ import annotations
 
-from infergate.gateway.core.errors import InvalidInput
 from infergate.gateway.core.request import InferRequest
-from infergate.gateway.core.spec import VARIABLE, ModelSpec
+from infergate.schema.errors import InvalidInput
+from infergate.schema.tensors import VARIABLE, ModelSpec
 
 
 def validate_request(request: InferRequest, spec: ModelSpec) -> int:

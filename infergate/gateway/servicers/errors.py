@@ -9,8 +9,8 @@ from typing import Any, TypeAlias, TypeVar, cast
 
 import grpc
 
-from infergate.gateway.core.errors import GatewayError
 from infergate.gateway.status import status_code
+from infergate.schema.errors import GatewayError
 
 log = logging.getLogger(__name__)
 

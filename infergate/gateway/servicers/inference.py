@@ -8,15 +8,15 @@ from collections.abc import AsyncIterator, Callable
 
 from infergate import __version__
 from infergate.gateway import convert
-from infergate.gateway.core.admin import ModelAdmin
-from infergate.gateway.core.errors import GatewayError, ModelNotFound, PreconditionFailed
+from infergate.gateway.core.model_control import ModelControl
 from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.core.registry import ModelState
-from infergate.gateway.servicers import admin as model_control
+from infergate.gateway.servicers import admin_service
 from infergate.gateway.servicers.errors import Context, grpc_errors
 from infergate.gateway.servicers.observe import InferenceObserver
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import inference_pb2_grpc as pb_grpc
+from infergate.schema.errors import GatewayError, ModelNotFound, PreconditionFailed
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         core: InferenceCore,
         is_ready: Callable[[], bool],
         observer: InferenceObserver,
-        admin: ModelAdmin | None = None,
+        admin: ModelControl | None = None,
     ) -> None:
         self._core = core
         self._is_ready = is_ready
@@ -187,17 +187,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> pb.RepositoryModelLoadResponse:
-        await model_control.repository_load(self._model_control(), request)
+        await admin_service.repository_load(self._model_control(), request)
         return pb.RepositoryModelLoadResponse()
 
     @grpc_errors
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> pb.RepositoryModelUnloadResponse:
-        await model_control.repository_unload(self._model_control(), request)
+        await admin_service.repository_unload(self._model_control(), request)
         return pb.RepositoryModelUnloadResponse()
 
-    def _model_control(self) -> ModelAdmin:
+    def _model_control(self) -> ModelControl:
         if self._admin is None:
             raise PreconditionFailed("model control is not enabled on this gateway")
         return self._admin

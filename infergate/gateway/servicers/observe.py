@@ -15,9 +15,9 @@ from types import TracebackType
 
 import grpc
 
-from infergate.gateway.core.errors import GatewayError
 from infergate.gateway.status import status_code
 from infergate.protocol import inference_pb2 as pb
+from infergate.schema.errors import GatewayError
 from infergate.telemetry import Metrics, Tracing, spans
 from infergate.telemetry.spans import Span
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from infergate.gateway.core.arms import Arm
+from infergate.gateway.core.batch_telemetry import BatchTelemetry
 from infergate.gateway.core.routing import Execution
-from infergate.gateway.core.tracing import BatchTelemetry
 from infergate.telemetry import spans
 from infergate.telemetry.spans import Span
 from infergate.telemetry.tracing import Tracing, setup_tracing

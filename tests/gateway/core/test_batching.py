@@ -10,9 +10,9 @@ import pytest
 
 from infergate.gateway.core.arms import Arm
 from infergate.gateway.core.batching import BatchPolicy, BatchQueue, Tensors
-from infergate.gateway.core.errors import BackendFailed, DeadlineExceeded, QueueFull, Unavailable
 from infergate.gateway.core.routing import Execution
 from infergate.gateway.core.stats import ModelStats
+from infergate.schema.errors import BackendFailed, DeadlineExceeded, QueueFull, Unavailable
 
 ARM = Arm("fake", "cpu", "fp32", runtime=None)  # type: ignore[arg-type]
 

@@ -13,7 +13,6 @@ import pytest
 
 from infergate.backends.base import LoadedModel
 from infergate.gateway.core.arms import COOL_DOWN_S, Arm, Circuit
-from infergate.gateway.core.errors import BackendFailed, InvalidInput, Unavailable
 from infergate.gateway.core.latency import LEAST_OF
 from infergate.gateway.core.routing import (
     INLINE_AFTER_SAMPLES,
@@ -24,8 +23,9 @@ from infergate.gateway.core.routing import (
     Router,
     make_policy,
 )
-from infergate.gateway.core.spec import TensorSpec
 from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.errors import BackendFailed, InvalidInput, Unavailable
+from infergate.schema.tensors import TensorSpec
 
 
 class Clock:

@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from infergate.gateway.core import datatypes
-from infergate.gateway.core.errors import InvalidInput
+from infergate.schema import datatypes
+from infergate.schema.errors import InvalidInput
 
 _LENGTH_PREFIX = 4
 

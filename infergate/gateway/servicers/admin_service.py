@@ -1,22 +1,22 @@
 """infergate.admin.v1.ModelAdmin, and Triton's RepositoryModelLoad/Unload: thin handlers
-over the core's ModelAdmin. Authentication happens before these run (gateway/auth.py).
+over the core's ModelControl. Authentication happens before these run (gateway/auth.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from infergate.gateway import convert_admin
-from infergate.gateway.core.admin import ModelAdmin
-from infergate.gateway.core.errors import InvalidInput
+from infergate.gateway import convert_model_control
+from infergate.gateway.core.model_control import ModelControl
 from infergate.gateway.servicers.errors import Context, grpc_errors
 from infergate.protocol import admin_pb2 as apb
 from infergate.protocol import admin_pb2_grpc as apb_grpc
 from infergate.protocol import inference_pb2 as pb
+from infergate.schema.errors import InvalidInput
 
 
 class AdminServicer(apb_grpc.ModelAdminServicer):
-    def __init__(self, admin: ModelAdmin) -> None:
+    def __init__(self, admin: ModelControl) -> None:
         self._admin = admin
 
     @grpc_errors
@@ -29,9 +29,9 @@ class AdminServicer(apb_grpc.ModelAdminServicer):
                 "RegisterModel: the first message must be the header (name, config, "
                 "artifacts), then the artifacts' chunks"
             )
-        registration = convert_admin.registration(first.header)
+        registration = convert_model_control.registration(first.header)
         result = await self._admin.register(registration, _chunks(request_iterator))
-        return convert_admin.registered(result)
+        return convert_model_control.registered(result)
 
     @grpc_errors
     async def UpdateModelConfig(
@@ -56,14 +56,14 @@ class AdminServicer(apb_grpc.ModelAdminServicer):
         self, request: apb.ListModelsRequest, context: Context
     ) -> apb.ListModelsResponse:
         views = await self._admin.models()
-        return apb.ListModelsResponse(models=[convert_admin.summary(v) for v in views])
+        return apb.ListModelsResponse(models=[convert_model_control.summary(v) for v in views])
 
     @grpc_errors
     async def DescribeModel(
         self, request: apb.DescribeModelRequest, context: Context
     ) -> apb.DescribeModelResponse:
         view, artifacts = await self._admin.describe(request.name)
-        return convert_admin.description(view, artifacts, self._admin.core.cache)
+        return convert_model_control.description(view, artifacts, self._admin.core.cache)
 
 
 async def _chunks(
@@ -78,9 +78,9 @@ async def _chunks(
 # ---- Triton's model control (called from InferenceServicer) ----------------------------
 
 
-async def repository_load(admin: ModelAdmin, request: pb.RepositoryModelLoadRequest) -> None:
+async def repository_load(admin: ModelControl, request: pb.RepositoryModelLoadRequest) -> None:
     """Files: register them as a new version. No files: reload from the repository."""
-    load = convert_admin.triton_load(request.parameters)
+    load = convert_model_control.triton_load(request.parameters)
     if load.files:
         registration = load.registration(request.model_name)
 
@@ -93,6 +93,6 @@ async def repository_load(admin: ModelAdmin, request: pb.RepositoryModelLoadRequ
         await admin.reload(request.model_name, load.config)
 
 
-async def repository_unload(admin: ModelAdmin, request: pb.RepositoryModelUnloadRequest) -> None:
+async def repository_unload(admin: ModelControl, request: pb.RepositoryModelUnloadRequest) -> None:
     """Triton's unload stops serving and keeps the files (a later load brings it back)."""
     await admin.unregister(request.model_name, keep_files=True)

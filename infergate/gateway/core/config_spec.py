@@ -1,51 +1,18 @@
-"""What a model accepts and returns: tensor specs as the protocol sees them.
+"""Between a ModelConfig and the tensor specs it declares (infergate.schema.tensors).
 
-A ModelSpec is derived once per loaded model version (from its ModelConfig and the
-backend's own view of the artifact) and is what every request is validated against.
-Shapes here always include the batch dimension (-1) when the model batches, unlike
-ModelConfig dims, which leave it out.
+A config's dims leave out the batch dimension; a spec's shapes include it (-1) when
+the model batches. The loader derives a config from the artifact where none is
+written, and checks a written one against what the artifact really has.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from infergate.gateway.core import datatypes
-from infergate.gateway.core.errors import ModelLoadError
 from infergate.protocol import model_config_pb2 as mc
-
-VARIABLE = -1
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    datatype: str  # protocol string, e.g. "FP32"
-    shape: tuple[int, ...]  # -1 for variable dimensions
-
-    def describe(self) -> str:
-        return f"{self.name} {self.datatype}{list(self.shape)}"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    # 0: the model does not batch and shapes are taken as they are.
-    max_batch_size: int
-
-    def input(self, name: str) -> TensorSpec | None:
-        return next((t for t in self.inputs if t.name == name), None)
-
-    def output_names(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.outputs)
-
-    @functools.cached_property
-    def output_datatypes(self) -> dict[str, str]:
-        """Output name -> datatype; computed once, read by every request."""
-        return {t.name: t.datatype for t in self.outputs}
+from infergate.schema import datatypes
+from infergate.schema.errors import ModelLoadError
+from infergate.schema.tensors import VARIABLE, ModelSpec, TensorSpec
 
 
 def spec_from_config(config: mc.ModelConfig) -> ModelSpec:

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from google.protobuf import json_format
 
 from infergate.gateway.core import store
-from infergate.gateway.core.admin import ModelView, Registered, Registration
 from infergate.gateway.core.cache import ResponseCache
-from infergate.gateway.core.errors import InvalidInput
 from infergate.gateway.core.model import ModelVersion
+from infergate.gateway.core.model_control import ModelView, Registered, Registration
 from infergate.gateway.core.stats import Duration, ModelStats
 from infergate.gateway.core.upload import ArtifactSpec, check_filename
 from infergate.protocol import admin_pb2 as apb
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from infergate.gateway.core import live_config, store
-from infergate.gateway.core.errors import (
-    AlreadyExists,
-    GatewayError,
-    InvalidInput,
-    ModelNotFound,
-    ModelNotReady,
-    PreconditionFailed,
-)
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.core.registry import ModelState
@@ -36,6 +28,14 @@ from infergate.gateway.core.repository import (
 )
 from infergate.gateway.core.upload import ArtifactSpec, StagedUpload, check_artifacts
 from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.errors import (
+    AlreadyExists,
+    GatewayError,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    PreconditionFailed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class ModelView:
     disk_config: mc.ModelConfig | None
 
 
-class ModelAdmin:
+class ModelControl:
     def __init__(
         self, core: InferenceCore, repository: Path | None, max_artifact_bytes: int
     ) -> None:
