@@ -98,7 +98,7 @@ async def _drive(core: InferenceCore, model: str, seconds: float) -> dict[str, A
             )
             latencies.append(time.perf_counter() - started)
 
-    before = {a["arm"]: a["batches"] for a in core.model(model).router.describe()}
+    before = {a.arm: a.batches for a in core.model(model).router.describe()}
     started = time.monotonic()
     await asyncio.gather(*(caller() for _ in range(CONCURRENCY)))
     elapsed = time.monotonic() - started
@@ -108,9 +108,7 @@ async def _drive(core: InferenceCore, model: str, seconds: float) -> dict[str, A
         "p50_ms": float(np.percentile(latencies, 50) * 1000),
         "p99_ms": float(np.percentile(latencies, 99) * 1000),
         "shares": ", ".join(
-            f"{a['arm']} {a['batches'] - before[a['arm']]}"
-            for a in arms
-            if a["batches"] > before[a["arm"]]
+            f"{a.arm} {a.batches - before[a.arm]}" for a in arms if a.batches > before[a.arm]
         ),
     }
 
@@ -157,9 +155,7 @@ async def _run(config: BenchConfig, workdir: Path, section: Section) -> None:
         )
 
         # The arm the latency policy preferred is the one that slows down.
-        preferred = max(core.model("latency").router.describe(), key=lambda a: a["batches"])[
-            "backend"
-        ]
+        preferred = max(core.model("latency").router.describe(), key=lambda a: a.batches).backend
         slowed: dict[str, dict[str, Any]] = {}
         for twin in ("latency", f"fixed_{preferred}"):
             model = core.model(twin)

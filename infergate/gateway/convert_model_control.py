@@ -194,23 +194,23 @@ def _describe_serving(described: apb.VersionDescription, model: ModelVersion) ->
     router = model.router
     for arm in router.describe():
         described.arms.add(
-            name=arm["arm"],
-            backend=arm["backend"],
-            device=arm["device"],
-            variant=arm["variant"],
+            name=arm.arm,
+            backend=arm.backend,
+            device=arm.device,
+            variant=arm.variant,
             latency=apb.LatencyFigures(
-                batches=arm["batches"],
-                mean_batch_ms=arm["mean_batch_ms"],
-                mean_rows_per_batch=_ratio(arm["rows"], arm["batches"]),
-                fixed_ms=arm["fixed_ms"],
-                per_row_ms=arm["per_row_ms"],
-                p50_ms=arm["p50_ms"],
-                p95_ms=arm["p95_ms"],
+                batches=arm.batches,
+                mean_batch_ms=arm.mean_batch_ms,
+                mean_rows_per_batch=arm.mean_rows_per_batch,
+                fixed_ms=arm.fixed_ms,
+                per_row_ms=arm.per_row_ms,
+                p50_ms=arm.p50_ms,
+                p95_ms=arm.p95_ms,
             ),
-            share=arm["share"],
-            failures=arm["failures"],
-            circuit=arm["circuit"],
-            last_error=arm["last_error"],
+            share=arm.share,
+            failures=arm.failures,
+            circuit=arm.circuit,
+            last_error=arm.last_error,
         )
     policy = router.policy.describe()
     described.routing.CopyFrom(

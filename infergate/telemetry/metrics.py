@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from infergate.schema.arm_stats import ArmStats
+
 log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS_S = (
@@ -52,7 +54,7 @@ class ModelSnapshot:
     cache_misses: int
     inference_count: int
     execution_count: int
-    arms: list[dict[str, Any]] = field(default_factory=list)
+    arms: list[ArmStats] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,11 @@ class _CoreCollector(Collector):
             inferences.add_metric(key, m.inference_count)
             executions.add_metric(key, m.execution_count)
             for arm in m.arms:
-                arm_key = [*key, arm["arm"]]
-                arm_batches.add_metric(arm_key, arm["batches"])
-                arm_failures.add_metric(arm_key, arm["failures"])
-                arm_latency.add_metric(arm_key, (arm["fixed_ms"] + arm["per_row_ms"]) / 1000)
-                arm_open.add_metric(arm_key, 1 if arm["circuit"] == "open" else 0)
+                arm_key = [*key, arm.arm]
+                arm_batches.add_metric(arm_key, arm.batches)
+                arm_failures.add_metric(arm_key, arm.failures)
+                arm_latency.add_metric(arm_key, arm.predicted_one_row_s)
+                arm_open.add_metric(arm_key, 1 if arm.circuit == "open" else 0)
         loaded = GaugeMetricFamily("infergate_models", "Models by state", labels=["state"])
         for state, count in sorted(snap.models_by_state.items()):
             loaded.add_metric([state], count)

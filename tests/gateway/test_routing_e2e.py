@@ -70,8 +70,8 @@ async def test_batches_avoid_an_arm_that_is_clearly_slower_and_answers_match(
         await send(served, 1, seed=seed)
     slow_before = slow.batches
     await send(served, 48, seed=1)
-    report = {row["arm"]: row for row in model.router.describe()}
-    assert sum(row["batches"] for row in report.values()) == model.stats.execution_count
+    report = {row.arm: row for row in model.router.describe()}
+    assert sum(row.batches for row in report.values()) == model.stats.execution_count
     others = sum(a.batches for a in model.arms if a is not slow)
     # It may still be probed now and then, within the exploration budget.
     assert slow.batches - slow_before <= max(1, 0.1 * others), report

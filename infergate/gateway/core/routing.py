@@ -25,6 +25,7 @@ import numpy as np
 
 from infergate.gateway.core.arms import Arm, DeviceLoad
 from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.arm_stats import ArmStats
 from infergate.schema.errors import BackendFailed, InvalidInput, Unavailable
 from infergate.schema.tensors import Tensors
 
@@ -338,32 +339,29 @@ class Router:
         self._preferred = arm.name
         self._logged_at = now
 
-    def describe(self) -> list[dict[str, Any]]:
+    def describe(self) -> list[ArmStats]:
         """Per arm: share of batches, latency model, percentiles, failures, circuit."""
         total = sum(a.batches for a in self.arms) or 1
-        rows = []
-        for arm in self.arms:
-            fit = arm.latency.fit
-            rows.append(
-                {
-                    "arm": arm.name,
-                    "backend": arm.backend,
-                    "device": arm.device,
-                    "variant": arm.variant,
-                    "batches": arm.batches,
-                    "share": arm.batches / total,
-                    "rows": arm.rows,
-                    "mean_batch_ms": arm.busy_s / arm.batches * 1000 if arm.batches else 0.0,
-                    "fixed_ms": fit.fixed_s * 1000,
-                    "per_row_ms": fit.per_row_s * 1000,
-                    "p50_ms": arm.latency.percentile_ms(50),
-                    "p95_ms": arm.latency.percentile_ms(95),
-                    "failures": arm.failures,
-                    "circuit": arm.circuit.value,
-                    "last_error": arm.last_error,
-                }
+        return [
+            ArmStats(
+                arm=arm.name,
+                backend=arm.backend,
+                device=arm.device,
+                variant=arm.variant,
+                batches=arm.batches,
+                share=arm.batches / total,
+                rows=arm.rows,
+                mean_batch_ms=arm.busy_s / arm.batches * 1000 if arm.batches else 0.0,
+                fixed_ms=arm.latency.fit.fixed_s * 1000,
+                per_row_ms=arm.latency.fit.per_row_s * 1000,
+                p50_ms=arm.latency.percentile_ms(50),
+                p95_ms=arm.latency.percentile_ms(95),
+                failures=arm.failures,
+                circuit=arm.circuit.value,
+                last_error=arm.last_error,
             )
-        return rows
+            for arm in self.arms
+        ]
 
 
 def _rows(inputs: Mapping[str, np.ndarray]) -> int:

@@ -292,12 +292,12 @@ async def test_describe_reports_share_latency_and_circuit() -> None:
     for rows in (1, 8, 32, 8, 8):
         await router.execute(x(rows))
         await asyncio.sleep(0)
-    report = {r["arm"]: r for r in router.describe()}
-    assert report["a/cpu/fp32"]["batches"] == 4 and report["b/cpu/fp32"]["batches"] == 1
-    assert report["a/cpu/fp32"]["share"] == pytest.approx(0.8)
-    assert report["a/cpu/fp32"]["per_row_ms"] == pytest.approx(0.1, rel=0.05)
-    assert report["a/cpu/fp32"]["fixed_ms"] == pytest.approx(1.0, rel=0.05)
-    assert report["a/cpu/fp32"]["circuit"] == "closed"
+    report = {r.arm: r for r in router.describe()}
+    assert report["a/cpu/fp32"].batches == 4 and report["b/cpu/fp32"].batches == 1
+    assert report["a/cpu/fp32"].share == pytest.approx(0.8)
+    assert report["a/cpu/fp32"].per_row_ms == pytest.approx(0.1, rel=0.05)
+    assert report["a/cpu/fp32"].fixed_ms == pytest.approx(1.0, rel=0.05)
+    assert report["a/cpu/fp32"].circuit == "closed"
 
 
 async def test_waiting_pays_only_when_the_fixed_cost_is_worth_sharing() -> None:
