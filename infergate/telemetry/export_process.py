@@ -6,7 +6,8 @@ out of the event loop's, since every thread shares one GIL. So the gateway only
 marshals each batch (C code, under 1 us a span; the event loop does it as the batch
 fills, see spans.Sink) and its export thread writes it into a pipe; this module,
 run as `python -m infergate.telemetry.export_process`, encodes the spans and sends
-them with the OpenTelemetry OTLP/gRPC exporter, on whichever core is free.
+them with the OpenTelemetry OTLP/gRPC exporter (see otlp_exporter), on whichever
+core is free.
 
 Frames on the pipes: a 4-byte little-endian length (of kind + body), a kind byte,
 the body.
@@ -38,6 +39,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from infergate.telemetry.otlp_exporter import OtlpGrpcExporter
 from infergate.telemetry.records import Record
 from infergate.telemetry.spans import EncodingSink, Sink, send_or_count_lost
 
@@ -219,8 +221,6 @@ class ProcessSink(Sink):
 
 def serve(frames: _Frames, ack_fd: int) -> int:
     """The exporter's loop: hello, then batches and flushes until end of input."""
-    from infergate.telemetry.tracing import OtlpGrpcExporter
-
     first = frames.next()
     if first is None or first[0] != HELLO:
         log.error("span exporter: no hello from the gateway")

@@ -149,7 +149,7 @@ current: ContextVar[Span | None] = ContextVar("infergate_request_span", default=
 
 
 class Exporter:
-    """Sends one encoded ExportTraceServiceRequest; see infergate.telemetry.tracing."""
+    """Sends one encoded ExportTraceServiceRequest; see infergate.telemetry.otlp_exporter."""
 
     def export(self, payload: bytes, count: int) -> bool:
         raise NotImplementedError

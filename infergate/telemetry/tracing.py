@@ -14,13 +14,11 @@ nothing.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import random
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -31,6 +29,7 @@ from infergate import __version__
 from infergate.telemetry import otlp_wire
 from infergate.telemetry.otlp_wire import KIND_SERVER, AttributeValue
 from infergate.telemetry.records import Record, nonzero
+from infergate.telemetry.sampling import TRACE_ID_LOW_BITS, root_bound
 from infergate.telemetry.spans import (
     BatchSettings,
     EncodingSink,
@@ -39,6 +38,7 @@ from infergate.telemetry.spans import (
     Sink,
     Span,
 )
+from infergate.telemetry.trace_ids import id_sources
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -81,7 +81,7 @@ class Tracing:
         self._new_trace_id = self._new_span_id = _no_id
         if pipeline is not None:  # off, the SDK is never imported
             self._root_bound = root_bound(sampler) if sampler is not None else None
-            self._new_trace_id, self._new_span_id = _id_sources(id_generator)
+            self._new_trace_id, self._new_span_id = id_sources(id_generator)
 
     def extract(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Context | None:
         """The caller's trace context from `traceparent` metadata, if any."""
@@ -109,12 +109,12 @@ class Tracing:
                     return self._start_joined(name, metadata, attributes)
         # A new trace: most calls. With one of the SDK's standard samplers the
         # decision is the same arithmetic as its own, without a call or a result
-        # object per request (see root_bound).
+        # object per request (see sampling.root_bound).
         trace_id = self._new_trace_id() or nonzero(self._new_trace_id)
         bound = self._root_bound
         if bound is None:
             return self._start_sampled(name, _NO_PARENT, trace_id, 0, attributes)
-        if trace_id & _TRACE_ID_LOW_BITS >= bound:
+        if trace_id & TRACE_ID_LOW_BITS >= bound:
             return None
         return Span(
             pipeline, self._new_span_id, name, trace_id, 0, KIND_SERVER, time.time_ns(), attributes
@@ -176,118 +176,8 @@ class Tracing:
             self._pipeline = None
 
 
-# TraceIdRatioBased decides on the trace id's low 64 bits (for 64-bit trace ids).
-_TRACE_ID_LOW_BITS = (1 << 64) - 1
-_ALWAYS = 1 << 64  # a bound every trace id's low bits are under
-
-
-def root_bound(sampler: Sampler) -> int | None:
-    """The sampler's decision for a new trace (no parent), as a bound: a trace is
-    sampled when its id's low 64 bits are under it. Known for the SDK's standard
-    samplers (always_on/off, traceidratio, and parentbased_* of those, the
-    OTEL_TRACES_SAMPLER values); None for any other, which is then asked each time.
-    """
-    from opentelemetry.sdk.trace.sampling import (
-        Decision,
-        ParentBased,
-        Sampler,
-        StaticSampler,
-        TraceIdRatioBased,
-    )
-
-    kind = type(sampler)
-    # The standard classes and their subclasses that only choose a constructor
-    # (ParentBasedTraceIdRatio, _AlwaysOn...), not the decision.
-    if isinstance(sampler, ParentBased) and kind.should_sample is ParentBased.should_sample:
-        root = getattr(sampler, "_root", None)
-        return root_bound(root) if isinstance(root, Sampler) else None
-    if isinstance(sampler, StaticSampler) and kind.should_sample is StaticSampler.should_sample:
-        decision = getattr(sampler, "_decision", None)
-        if not isinstance(decision, Decision):
-            return None
-        return _ALWAYS if decision.is_sampled() else 0  # type: ignore[no-untyped-call]
-    if (
-        isinstance(sampler, TraceIdRatioBased)
-        and kind.should_sample is TraceIdRatioBased.should_sample
-    ):
-        return int(sampler.bound)
-    return None
-
-
 def _no_id() -> int:
     raise RuntimeError("tracing is off: no ids to make")
-
-
-def _id_sources(ids: IdGenerator | None) -> tuple[Callable[[], int], Callable[[], int]]:
-    """(new trace id, new span id).
-
-    For the SDK's default generator these are random.getrandbits itself, called in C;
-    they may give 0, which is not an id, so callers draw again (records.nonzero).
-    Any other generator (OTEL_PYTHON_ID_GENERATOR) is called as it is.
-    """
-    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-
-    generator = ids or RandomIdGenerator()
-    if type(generator) is not RandomIdGenerator:
-        return generator.generate_trace_id, generator.generate_span_id
-    return functools.partial(random.getrandbits, 128), functools.partial(random.getrandbits, 64)
-
-
-_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-
-
-class _BytesTraceStub:
-    """TraceService's stub, sending a request already encoded (bytes) as it is."""
-
-    def __init__(self, channel: Any) -> None:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceResponse,
-        )
-
-        # No request serializer: gRPC sends bytes unchanged.
-        self.Export = channel.unary_unary(
-            _EXPORT_METHOD, response_deserializer=ExportTraceServiceResponse.FromString
-        )
-
-
-class OtlpGrpcExporter(Exporter):
-    """The SDK's OTLP/gRPC span exporter, sending requests we encoded ourselves.
-
-    The SDK exporter keeps what must stay standard: OTEL_EXPORTER_OTLP_* (endpoint,
-    headers, TLS, compression, timeout) and its retries with backoff, reconnecting
-    included. Only the request is ours: its stub (the `_stub` it makes clients from)
-    sends our bytes as they are. Should an SDK version not make its client from
-    `_stub`, the bytes are parsed into the SDK's request type instead (the cost of a
-    parse and a serialize, about 5 us a request).
-    """
-
-    def __init__(self) -> None:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
-        class Sender(OTLPSpanExporter):
-            def _translate_data(self, data: Any) -> Any:
-                if isinstance(self._client, _BytesTraceStub):
-                    return data[0]
-                return ExportTraceServiceRequest.FromString(data[0])
-
-            def _count_data(self, data: Any) -> int:
-                return int(data[1])
-
-        self._sender = Sender()
-        self._sender._stub = _BytesTraceStub
-        self._sender._client = _BytesTraceStub(self._sender._channel)  # type: ignore[assignment]
-        self._success = SpanExportResult.SUCCESS
-
-    def export(self, payload: bytes, count: int) -> bool:
-        # _export is the SDK exporter's send-with-retries, which export() wraps.
-        return bool(self._sender._export((payload, count)) == self._success)  # type: ignore[arg-type]
-
-    def shutdown(self) -> None:
-        self._sender.shutdown()
 
 
 def tracing_wanted(forced: bool | None, environ: Mapping[str, str]) -> bool:

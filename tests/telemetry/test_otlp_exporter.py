@@ -9,7 +9,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
 from infergate.telemetry import otlp_wire
-from infergate.telemetry.tracing import OtlpGrpcExporter, _BytesTraceStub
+from infergate.telemetry.otel_sdk import SpanSender
+from infergate.telemetry.otlp_exporter import OtlpGrpcExporter, _BytesTraceStub, request_for
 from tests.otlp_receiver import Receiver
 
 
@@ -30,13 +31,17 @@ def payload(name: str) -> bytes:
 
 
 @pytest.fixture
-def exporter(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> OtlpGrpcExporter:
+def endpoint(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+
+
+@pytest.fixture
+def exporter(endpoint: None) -> OtlpGrpcExporter:
     return OtlpGrpcExporter()
 
 
-async def send(exporter: OtlpGrpcExporter, name: str) -> bool:
+async def send(exporter: OtlpGrpcExporter | SpanSender, name: str) -> bool:
     # The SDK's export blocks; the receiver serves on this loop.
     return await asyncio.to_thread(exporter.export, payload(name), 1)
 
@@ -44,7 +49,7 @@ async def send(exporter: OtlpGrpcExporter, name: str) -> bool:
 async def test_our_bytes_are_sent_as_they_are(
     exporter: OtlpGrpcExporter, receiver: Receiver
 ) -> None:
-    assert isinstance(exporter._sender._client, _BytesTraceStub)
+    assert isinstance(exporter._sender.client, _BytesTraceStub)
     assert await send(exporter, "first")
     await receiver.wait_for(1)
     [span] = receiver.spans
@@ -57,8 +62,8 @@ async def test_a_reconnect_keeps_sending_bytes(
     exporter: OtlpGrpcExporter, receiver: Receiver
 ) -> None:
     # What the SDK does after an UNAVAILABLE error: a new channel and a client from _stub.
-    exporter._sender._initialize_channel_and_stub()
-    assert isinstance(exporter._sender._client, _BytesTraceStub)
+    exporter._sender.reconnect()
+    assert isinstance(exporter._sender.client, _BytesTraceStub)
     assert await send(exporter, "after reconnect")
     await receiver.wait_for(1)
     assert [s.name for s in receiver.spans] == ["after reconnect"]
@@ -66,10 +71,12 @@ async def test_a_reconnect_keeps_sending_bytes(
 
 
 async def test_a_client_the_sdk_made_gets_a_parsed_request(
-    exporter: OtlpGrpcExporter, receiver: Receiver
+    endpoint: None, receiver: Receiver
 ) -> None:
-    exporter._sender._client = TraceServiceStub(exporter._sender._channel)
-    assert await send(exporter, "parsed")
+    # As if the SDK had made its client from its own stub, not the one we gave it.
+    sender = SpanSender(TraceServiceStub, request_for)
+    assert isinstance(sender.client, TraceServiceStub)
+    assert await send(sender, "parsed")
     await receiver.wait_for(1)
     assert [s.name for s in receiver.spans] == ["parsed"]
-    exporter.shutdown()
+    sender.shutdown()

@@ -25,8 +25,9 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
 
+from infergate.telemetry.sampling import root_bound
 from infergate.telemetry.spans import BatchSettings, ExportPipeline, Span
-from infergate.telemetry.tracing import Tracing, root_bound
+from infergate.telemetry.tracing import Tracing
 from tests.telemetry.test_spans import Threads
 
 LOW_64 = (1 << 64) - 1
