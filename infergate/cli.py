@@ -8,13 +8,13 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from infergate import cli_models
-from infergate.settings import Settings, SettingsError
+from infergate.settings import SETTING_SPECS, Settings, SettingsError, SettingSpec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,61 +35,77 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+_SERVE_EPILOG = (
+    "Every setting is also read from INFERGATE_<NAME> in the environment, as "
+    "INFERGATE_PORT for --port; a flag wins over the environment. Environment only: "
+    + ", ".join(spec.env for spec in SETTING_SPECS if spec.flag is None)
+    + "."
+)
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for every setting that has one, made from its declaration in Settings.
+
+    Every flag defaults to None, meaning "not given", so that the environment's value
+    (or the default) stays; help shows the setting's own default instead.
+    """
+    for spec in SETTING_SPECS:
+        if spec.flag is None:
+            continue
+        if spec.choices is not None:
+            parser.add_argument(
+                spec.flag, dest=spec.name, choices=tuple(spec.choices), help=_flag_help(spec)
+            )
+        elif isinstance(spec.default, bool):
+            # A bool flag switches its setting away from the default (--no-gpu).
+            const = not spec.default
+            parser.add_argument(
+                spec.flag,
+                dest=spec.name,
+                action="store_const",
+                const=const,
+                help=_flag_help(spec, str(const).lower()),
+            )
+        else:
+            parser.add_argument(spec.flag, dest=spec.name, type=spec.parse, help=_flag_help(spec))
+
+
+def _flag_help(spec: SettingSpec, sets: str | None = None) -> str:
+    """The setting's help, its default, and its variable where the flag is named apart."""
+    notes = []
+    if spec.shown_default is not None:
+        notes.append(f"default: {spec.shown_default}")
+    if spec.flag != "--" + spec.name.replace("_", "-"):
+        notes.append(spec.env if sets is None else f"{spec.env}={sets}")
+    text = spec.help + (f" ({'; '.join(notes)})" if notes else "")
+    return text.replace("%", "%%")  # argparse %-formats help
+
+
+def serve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    """Defaults, then the environment, then the flags given (those left out are None)."""
+    overrides: dict[str, object] = {}
+    for spec in SETTING_SPECS:
+        if spec.flag is None:
+            continue
+        value = getattr(args, spec.name)
+        if value is not None and spec.choices is not None:
+            value = spec.choices[value]
+        overrides[spec.name] = value
+    return Settings.from_env(environ).with_overrides(**overrides)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infergate", description=__doc__)
     sub = parser.add_subparsers(dest="command")
 
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--model-repository", type=Path, help="folder of models to serve")
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to bind (default 8001; 0 picks one)")
-    serve.add_argument("--backends", help="comma-separated backends to use (default: all)")
-    serve.add_argument("--worker-threads", type=int)
-    serve.add_argument("--max-inflight-batches", type=int)
-    serve.add_argument(
-        "--inline-below-us",
-        type=int,
-        help="run a batch on the event loop, not a worker thread, when its arm's fastest "
-        "recent call took at most this long (default 200; 0: never)",
+    serve = sub.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway.",
+        epilog=_SERVE_EPILOG,
     )
-    serve.add_argument("--response-cache-mb", type=int)
-    serve.add_argument("--intra-op-threads", type=int)
-    serve.add_argument("--inter-op-threads", type=int)
-    serve.add_argument("--max-receive-message-mb", type=int)
-    serve.add_argument("--max-send-message-mb", type=int)
-    serve.add_argument("--shutdown-grace-s", type=float)
-    serve.add_argument("--default-max-batch-size", type=int)
-    serve.add_argument("--no-gpu", action="store_true", help="never use GPU providers")
-    serve.add_argument(
-        "--gil-switch-interval-us",
-        type=int,
-        help="longest a busy event loop keeps a runtime thread waiting for the GIL "
-        "(default 250; 0: Python's 5000)",
-    )
-    serve.add_argument(
-        "--metrics-port", type=int, help="Prometheus /metrics port (default 8002; 0: off)"
-    )
-    serve.add_argument("--metrics-host", help="address for /metrics (default 127.0.0.1)")
-    # Admin RPC and security (docs/admin.md); the admin token itself comes from
-    # INFERGATE_ADMIN_TOKEN or a file, never from a flag that `ps` would show.
-    serve.add_argument("--admin-token-file", type=Path, help="file holding the admin token")
-    serve.add_argument(
-        "--insecure-admin",
-        action="store_true",
-        help="allow admin calls without a token (loopback addresses only)",
-    )
-    serve.add_argument("--inference-token", help="require this bearer token for inference")
-    serve.add_argument("--inference-token-file", type=Path, help="file holding that token")
-    serve.add_argument("--max-artifact-mb", type=int, help="largest artifact to accept (2048)")
-    serve.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (PEM)")
-    serve.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
-    serve.add_argument("--tls-client-ca", type=Path, help="require client certificates it signed")
-    serve.add_argument(
-        "--tracing",
-        choices=("on", "off"),
-        help="force tracing on or off (default: on when OTEL_EXPORTER_OTLP_ENDPOINT is set)",
-    )
-    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    _add_setting_flags(serve)
+    # Not a setting: where this run reports its port, for whoever started it.
     serve.add_argument("--port-file", type=Path, help="write the bound port here once ready")
     serve.set_defaults(run=_serve)
 
@@ -118,36 +134,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = Settings.from_env().with_overrides(
-        model_repository=args.model_repository,
-        host=args.host,
-        port=args.port,
-        backends=tuple(b for b in args.backends.split(",") if b) if args.backends else None,
-        worker_threads=args.worker_threads,
-        max_inflight_batches=args.max_inflight_batches,
-        inline_below_us=args.inline_below_us,
-        response_cache_mb=args.response_cache_mb,
-        intra_op_threads=args.intra_op_threads,
-        inter_op_threads=args.inter_op_threads,
-        max_receive_message_mb=args.max_receive_message_mb,
-        max_send_message_mb=args.max_send_message_mb,
-        shutdown_grace_s=args.shutdown_grace_s,
-        default_max_batch_size=args.default_max_batch_size,
-        use_gpu=False if args.no_gpu else None,
-        gil_switch_interval_us=args.gil_switch_interval_us,
-        log_level=args.log_level,
-        admin_token_file=args.admin_token_file,
-        insecure_admin=True if args.insecure_admin else None,
-        inference_token=args.inference_token,
-        inference_token_file=args.inference_token_file,
-        max_artifact_mb=args.max_artifact_mb,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host,
-        tracing=None if args.tracing is None else args.tracing == "on",
-    )
+    settings = serve_settings(args)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

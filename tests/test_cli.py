@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from infergate.settings import SETTING_SPECS, Settings
+from tests.test_settings import sample
 
 BIN = Path(sys.executable).parent / "infergate"
 
@@ -187,3 +191,124 @@ def test_serve_sets_the_gil_switch_interval_from_settings() -> None:
             apply_gil_switch_interval(Settings(gil_switch_interval_us=-1))
     finally:
         sys.setswitchinterval(before)
+
+
+# Every `serve` flag as it was before the flags were derived from Settings: none may
+# go missing or change its name, and a new one shows up here.
+SERVE_FLAGS = {
+    "--host",
+    "--port",
+    "--model-repository",
+    "--backends",
+    "--worker-threads",
+    "--max-inflight-batches",
+    "--inline-below-us",
+    "--response-cache-mb",
+    "--intra-op-threads",
+    "--inter-op-threads",
+    "--max-receive-message-mb",
+    "--max-send-message-mb",
+    "--shutdown-grace-s",
+    "--default-max-batch-size",
+    "--no-gpu",
+    "--gil-switch-interval-us",
+    "--metrics-port",
+    "--metrics-host",
+    "--admin-token-file",
+    "--insecure-admin",
+    "--inference-token",
+    "--inference-token-file",
+    "--max-artifact-mb",
+    "--tls-cert",
+    "--tls-key",
+    "--tls-client-ca",
+    "--tracing",
+    "--log-level",
+    "--port-file",  # the CLI's own, not a setting
+}
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    from infergate.cli import _parser
+
+    subparsers = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = subparsers.choices["serve"]
+    assert isinstance(parser, argparse.ArgumentParser)
+    return parser
+
+
+def test_serve_has_exactly_its_flags_each_with_help() -> None:
+    actions = [a for a in serve_parser()._actions if not isinstance(a, argparse._HelpAction)]
+    assert {flag for a in actions for flag in a.option_strings} == SERVE_FLAGS
+    for action in actions:
+        assert action.help and action.help.strip(), f"{action.option_strings} has no help"
+    helps = {a.option_strings[0]: a.help for a in actions}
+    assert "(default: 8001)" in str(helps["--port"])
+    assert "INFERGATE_USE_GPU=false" in str(helps["--no-gpu"])
+
+
+def test_every_setting_with_a_flag_is_in_serve() -> None:
+    dests = {a.dest for a in serve_parser()._actions}
+    for spec in SETTING_SPECS:
+        assert spec.flag is None or spec.name in dests, f"{spec.name} has no flag"
+
+
+@pytest.mark.parametrize("name", [spec.name for spec in SETTING_SPECS if spec.flag is not None])
+def test_a_flag_overrides_the_environment_which_overrides_the_default(name: str) -> None:
+    from infergate.cli import _parser, serve_settings
+
+    spec = next(s for s in SETTING_SPECS if s.name == name)
+    assert spec.flag is not None
+    env_raw, env_value = sample(name, "env")
+    default = serve_settings(_parser().parse_args(["serve"]), {})
+    assert getattr(default, name) == spec.default
+    from_env = serve_settings(_parser().parse_args(["serve"]), {spec.env: env_raw})
+    assert getattr(from_env, name) == env_value != spec.default
+    if isinstance(spec.default, bool):
+        # A switch only turns its setting away from the default: the environment
+        # turns it back, the flag wins.
+        argv, env, flag_value = [spec.flag], {spec.env: str(spec.default).lower()}, env_value
+    else:
+        flag_raw, flag_value = sample(name, "flag")
+        argv, env = [spec.flag, flag_raw], {spec.env: env_raw}
+        assert flag_value != env_value
+    assert getattr(serve_settings(_parser().parse_args(["serve", *argv]), env), name) == (
+        flag_value
+    )
+
+
+def test_flags_keep_their_meanings() -> None:
+    from infergate.cli import _parser, serve_settings
+
+    args = _parser().parse_args(
+        [
+            "serve",
+            "--no-gpu",
+            "--insecure-admin",
+            "--backends",
+            "onnxruntime,openvino",
+            "--tracing",
+            "off",
+            "--tls-cert",
+            "cert.pem",
+            "--shutdown-grace-s",
+            "2.5",
+            "--port-file",
+            "port.txt",
+        ]
+    )
+    settings = serve_settings(args, {})
+    assert settings.use_gpu is False and settings.insecure_admin is True
+    assert settings.backends == ("onnxruntime", "openvino") and settings.tracing is False
+    assert settings.tls_cert == Path("cert.pem") and settings.shutdown_grace_s == 2.5
+    assert args.port_file == Path("port.txt")
+    unset = serve_settings(_parser().parse_args(["serve"]), {})
+    assert unset == Settings()
+
+
+def test_a_bad_flag_value_is_argparses_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from infergate.cli import _parser
+
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["serve", "--port", "eighty"])
+    assert "argument --port: invalid int value: 'eighty'" in capsys.readouterr().err
