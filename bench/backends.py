@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report import BenchConfig, Column, Section, num
+from bench.config import BenchConfig
+from bench.report import Column, Section, num
 from infergate.backends.base import Backend, BackendOptions
 from infergate.backends.discovery import discover
 from infergate.gateway.core.loader import load_model

@@ -33,56 +33,25 @@ from typing import Any
 
 import numpy as np
 
-from bench import harness
-from bench.harness import GatewayError, PerfAnalyzerError, PerfResult, log
-from bench.report import (
-    BenchConfig,
-    Column,
-    Section,
-    first_line,
-    mark,
-    num,
-    ratio,
-    times,
+from bench.config import BenchConfig, parse_config
+from bench.gateway_process import Gateway, GatewayError, gateway
+from bench.model_counts import cpu_us_per_request, usage
+from bench.perf_analyzer import PerfAnalyzerError, PerfResult, measure_logged
+from bench.progress import log
+from bench.report import Column, Section, first_line, mark, num, ratio, times
+from bench.serve_settings import (
+    DELAY_WHY,
+    FLAGS_WHY,
+    MAX_BATCH_SIZE,
+    QUEUE_DELAY_US,
+    SERVE_ARGS,
 )
-from bench.repository import RepositoryError, Twin, make_repository, source_version_dir
-from bench.statistics import cpu_us_per_request, usage
+from bench.twin_repository import RepositoryError, Twin, make_repository, source_version_dir
 
 MODELS = ("mlp_large", "cnn")
 CONCURRENCY = (16, 32)
-MAX_BATCH_SIZE = 32
 IN_PROCESS_BATCH = 32
 IN_PROCESS_SECONDS = 3.0
-
-# Chosen by measurement: `python -m bench.batching --sweep` re-runs the comparison
-# (flag variants at QUEUE_DELAY_US, then the delays under SERVE_ARGS).
-QUEUE_DELAY_US = 2000
-DELAY_WHY = (
-    f"Queue delay {QUEUE_DELAY_US} us: under load a batch forms while the one execution "
-    "slot is busy, and by then its oldest request has waited longer than any delay tried, "
-    "so 500, 2000 and 5000 us gave the same mlp_large batches (about 15 rows at "
-    "concurrency 32, 8 at 16) and the same throughput within the smoke runs' noise. The "
-    "delay only sets how long a request waits for company on an idle model (and the "
-    "batcher skips it where the model's measured fixed cost per call is below a tenth of one row's "
-    "cost, as for a compute-bound net): 2000 us is about a tenth of a 16-row mlp_large "
-    "call on one thread, so a lone request loses little, while 5000 us would add up to "
-    "5 ms at low load for no gain."
-)
-SERVE_ARGS: tuple[str, ...] = ("--max-inflight-batches", "1", "--intra-op-threads", "1")
-FLAGS_WHY = (
-    f"Serve flags `{' '.join(SERVE_ARGS)}` (both twins of each model get them). With the "
-    "gateway's defaults (2 batches in flight per model, onnxruntime's default thread "
-    "count) batches stayed at about 4-5 rows at concurrency 32: a slot frees as soon as "
-    "one of the two batches ends and takes whatever few requests are queued, and two "
-    "runtime calls with 2 threads each oversubscribe 2 cores that the gRPC event loop "
-    "and perf_analyzer also need; mlp_large on/off was 2.5-2.8x and cnn lost throughput "
-    "with batching on (0.8-0.9x). One batch in flight doubles the batch size (about 15 "
-    "rows at concurrency 32) and one intra-op thread leaves a core to the request path: "
-    "mlp_large on/off 4.0-4.7x and cnn 1.2-1.7x in the smoke runs. "
-    "`--max-inflight-batches 1` alone: batches of 11-15 rows, but cnn barely gained "
-    "(1.06x at concurrency 32); `--intra-op-threads 1` alone: batches of 5-7 rows, "
-    "mlp_large on/off about 3x."
-)
 
 # Issue 4's targets.
 TARGET_ON_OFF = {"mlp_large": 5.0, "cnn": 1.0}
@@ -256,9 +225,7 @@ def measure_variant(
         rows.extend(_error_row(m, c, f"repository: {exc}") for m in available for c in concurrency)
         return rows
     try:
-        with harness.gateway(
-            repository, workdir / "batching-gateway.log", serve_args=serve_args
-        ) as gw:
+        with gateway(repository, workdir / "batching-gateway.log", serve_args=serve_args) as gw:
             for model in available:
                 for delay_index, delay in enumerate(delays_us):
                     for c in concurrency:
@@ -281,7 +248,7 @@ def measure_variant(
 def _row(
     config: BenchConfig,
     workdir: Path,
-    gw: harness.Gateway,
+    gw: Gateway,
     model: str,
     concurrency: int,
     delay_us: int,
@@ -328,7 +295,7 @@ def _row(
 def _perf(
     config: BenchConfig,
     workdir: Path,
-    gw: harness.Gateway,
+    gw: Gateway,
     name: str,
     concurrency: int,
     row: dict[str, Any],
@@ -340,10 +307,11 @@ def _perf(
     The row also gets `<side>_rows_per_batch`, `<side>_batches` and `<side>_cpu_us`
     (gateway CPU per request), from the gateway's counters over the run.
     """
-    log(f"  {name} concurrency {concurrency} ...")
+    label = f"{name} concurrency {concurrency}"
     try:
         before = usage(gw, name)
-        result = harness.measure(
+        result = measure_logged(
+            label,
             gw.url,
             name,
             workdir / f"batching-{name}-c{concurrency}.csv",
@@ -358,16 +326,13 @@ def _perf(
         row[f"{side}_cpu_us"] = cpu_us_per_request(before, after)
     except (PerfAnalyzerError, RuntimeError, OSError) as exc:
         # RuntimeError covers the client's InferenceError too; a dead gateway is
-        # noticed by the caller's check_alive() right after.
-        log(f"  {name} concurrency {concurrency}: failed: {exc}")
+        # noticed by the caller's check_alive() right after. measure_logged has
+        # logged a perf_analyzer failure already.
+        if not isinstance(exc, PerfAnalyzerError):
+            log(f"  {label}: failed: {exc}")
         row["error"] = "\n".join(filter(None, (row.get("error"), f"{name}: {exc}")))
         notes.append(f"{name}: {first_line(exc)}")
         return None
-    log(
-        f"  {name} concurrency {concurrency}: {result.throughput:,.1f} infer/s, "
-        f"p50 {result.p50_us:,.0f} us, p99 {result.p99_us:,.0f} us"
-        + ("" if result.stable else " (unstable)")
-    )
     return result
 
 
@@ -439,14 +404,13 @@ def sweep(config: BenchConfig, workdir: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     import tempfile
 
-    from bench.run import parse_args
-
-    parser = argparse.ArgumentParser(prog="python -m bench.batching")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.batching", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--sweep", action="store_true", help="compare delays and serve flags")
-    own, rest = parser.parse_known_args(argv)
-    config = parse_args(["--sections", "batching", *rest])
+    config, args = parse_config(parser, argv, ("batching",))
     with tempfile.TemporaryDirectory(prefix="infergate-bench-") as tmp:
-        if own.sweep:
+        if args.sweep:
             print(sweep(config, Path(tmp)))
         else:
             print(batching_section(config, Path(tmp)).markdown())

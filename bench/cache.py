@@ -28,11 +28,12 @@ from typing import Any
 import grpc
 import numpy as np
 
-from bench import harness
-from bench.harness import GatewayError, log
-from bench.report import BenchConfig, Column, Section, first_line, mark, num, ratio, times
-from bench.repository import RepositoryError, Twin, make_repository
-from bench.statistics import read_counts
+from bench.config import BenchConfig
+from bench.gateway_process import GatewayError, gateway
+from bench.model_counts import read_counts
+from bench.progress import log
+from bench.report import Column, Section, first_line, mark, num, ratio, times
+from bench.twin_repository import RepositoryError, Twin, make_repository
 from infergate.clients import Client, build_request
 from infergate.protocol import inference_pb2 as pb
 
@@ -97,9 +98,7 @@ def cache_section(config: BenchConfig, workdir: Path) -> Section:
         section.rows.append({"client": "-", "error": str(exc), "note": f"error: {exc}"})
         return section
     try:
-        with harness.gateway(
-            repository, workdir / "cache-gateway.log", serve_args=config.serve_args
-        ) as gw:
+        with gateway(repository, workdir / "cache-gateway.log", serve_args=config.serve_args) as gw:
             for seed, client in enumerate(CLIENTS):
                 # A seed per client: the second must not find the first's answers cached.
                 section.rows.extend(_rows(gw.url, client, n, seed))

@@ -1,52 +1,16 @@
-"""What a benchmark section produces: its configuration, columns, rows and formatting.
+"""What a benchmark section produces: a table (columns, rows), notes and remarks,
+and the formatting of its cells.
 
 Section modules (bench/batching.py, bench/cache.py, ...) import from here, and
 bench/run.py (the command line and the report writer) imports them; nothing here
-imports a section, so there is no cycle.
+imports a section, so imports run one way (tests/test_bench_layering.py checks).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    repository: Path
-    out: Path
-    models: tuple[str, ...]
-    concurrency: tuple[int, ...]
-    window_ms: int
-    stability_pct: float
-    max_trials: int
-    serve_args: tuple[str, ...]
-    perf_args: tuple[str, ...]
-    sections: tuple[str, ...]
-
-    def perf_settings(self) -> dict[str, Any]:
-        """harness.measure's perf_analyzer settings from this config."""
-        return {
-            "window_ms": self.window_ms,
-            "stability_pct": self.stability_pct,
-            "max_trials": self.max_trials,
-            "extra_args": self.perf_args,
-        }
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "repository": str(self.repository),
-            "models": list(self.models),
-            "concurrency": list(self.concurrency),
-            "window_ms": self.window_ms,
-            "stability_pct": self.stability_pct,
-            "max_trials": self.max_trials,
-            "serve_args": list(self.serve_args),
-            "perf_args": list(self.perf_args),
-            "sections": list(self.sections),
-        }
 
 
 @dataclass(frozen=True)

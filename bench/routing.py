@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import log
-from bench.report import BenchConfig, Column, Section, num
+from bench.config import BenchConfig
+from bench.progress import log
+from bench.report import Column, Section, num
 from infergate.backends.base import BackendOptions, LoadedModel, WrappedModel
 from infergate.backends.discovery import discover
 from infergate.gateway.core.pipeline import InferenceCore

@@ -7,11 +7,15 @@ Prints a markdown table and writes it, with a JSON file of every number, to
 OUT/<UTC timestamp>.md and .json, and OUT/latest.md. Progress goes to stderr.
 
 A report is a list of sections. A section is a function (BenchConfig, workdir) ->
-Section (bench/report.py) that starts whatever gateways it needs (harness.gateway),
-measures with harness.measure, records failures in its rows instead of raising, and
-stops every gateway it started; register it in SECTIONS to make it selectable with
---sections. Sections: models (here), batching (bench/batching.py), cache
-(bench/cache.py), tracing (bench/tracing.py).
+Section (bench/report.py) that starts whatever gateways it needs
+(gateway_process.gateway), measures with perf_analyzer.measure, records failures in
+its rows instead of raising, and stops every gateway it started; register it in
+SECTIONS to make it selectable with --sections. Sections: models
+(bench/per_model.py), batching (bench/batching.py), cache (bench/cache.py), backends
+(bench/backends.py), routing (bench/routing.py), tracing (bench/tracing.py).
+
+Imports run one way: this module -> the sections -> the helpers they share
+(tests/test_bench_layering.py checks); nothing imports this module.
 """
 
 from __future__ import annotations
@@ -29,107 +33,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import harness
 from bench.backends import backends_section
 from bench.batching import batching_section
 from bench.cache import cache_section
-from bench.harness import GatewayError, PerfAnalyzerError, log
-from bench.report import BenchConfig, Column, Section, first_line, num
+from bench.config import ROOT, BenchConfig, parse_config
+from bench.machine import machine_info, machine_summary
+from bench.per_model import models_section
+from bench.progress import log
+from bench.report import Section
 from bench.routing import routing_section
 from bench.tracing import tracing_section
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-# ---- sections ------------------------------------------------------------------------
-
-PER_MODEL_COLUMNS = [
-    Column("model", "model"),
-    Column("concurrency", "concurrency"),
-    Column("throughput (infer/s)", "throughput", num(1)),
-    Column("p50 (us)", "p50_us", num(0)),
-    Column("p99 (us)", "p99_us", num(0)),
-    Column("note", "note"),
-]
-
-
-def models_section(config: BenchConfig, workdir: Path) -> Section:
-    """Each model at each concurrency, batch-1 requests, one gateway with its defaults."""
-    section = Section(
-        key="models",
-        title="Throughput and latency per model",
-        description=(
-            "One gateway (default settings"
-            + (f", `{shlex.join(config.serve_args)}`" if config.serve_args else "")
-            + "); perf_analyzer over gRPC, batch-1 requests, "
-            + ("asynchronous" if "--async" in config.perf_args else "synchronous")
-            + " calls at a fixed concurrency. Latency is client-side, in microseconds."
-        ),
-        columns=PER_MODEL_COLUMNS,
-    )
-    missing = {m for m in config.models if not (config.repository / m).is_dir()}
-    if missing == set(config.models):
-        for model in config.models:
-            section.rows.extend(_missing_rows(config, model))
-        return section
-    try:
-        with harness.gateway(
-            config.repository, workdir / "models-gateway.log", serve_args=config.serve_args
-        ) as gw:
-            for model in config.models:
-                if model in missing:
-                    section.rows.extend(_missing_rows(config, model))
-                    continue
-                for concurrency in config.concurrency:
-                    section.rows.append(_measure_row(config, gw, model, concurrency, workdir))
-                    gw.check_alive()
-    except GatewayError as exc:
-        section.notes.append(f"**gateway failed:** {exc}")
-        log(f"gateway failed: {exc}")
-    return section
-
-
-def _missing_rows(config: BenchConfig, model: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "model": model,
-            "concurrency": c,
-            "error": f"no model {model!r} in {config.repository}",
-            "note": "not in the repository (make models?)",
-        }
-        for c in config.concurrency
-    ]
-
-
-def _measure_row(
-    config: BenchConfig, gw: harness.Gateway, model: str, concurrency: int, workdir: Path
-) -> dict[str, Any]:
-    log(f"  {model} concurrency {concurrency} ...")
-    try:
-        result = harness.measure(
-            gw.url,
-            model,
-            workdir / f"{model}-c{concurrency}.csv",
-            concurrency=concurrency,
-            **config.perf_settings(),
-        )
-    except PerfAnalyzerError as exc:
-        log(f"  {model} concurrency {concurrency}: failed: {exc}")
-        return {
-            "model": model,
-            "concurrency": concurrency,
-            "error": str(exc),
-            "note": f"error: {first_line(exc)}",
-        }
-    log(
-        f"  {model} concurrency {concurrency}: {result.throughput:,.1f} infer/s, "
-        f"p50 {result.p50_us:,.0f} us, p99 {result.p99_us:,.0f} us"
-        + ("" if result.stable else " (unstable)")
-    )
-    row = result.as_dict()
-    row["note"] = "" if result.stable else "unstable"
-    return row
-
 
 # The report's sections, in the order they run and appear; --sections picks some.
 SECTIONS: dict[str, Callable[[BenchConfig, Path], Section]] = {
@@ -143,18 +56,6 @@ SECTIONS: dict[str, Callable[[BenchConfig, Path], Section]] = {
 
 
 # ---- the report ------------------------------------------------------------------
-
-
-def machine_summary(machine: dict[str, Any]) -> str:
-    gpus = ", ".join(machine.get("gpus") or []) or "none"
-    return (
-        f"- machine: {machine.get('nproc')} CPUs usable ({machine.get('cpu_count')} online), "
-        f"{machine.get('cpu_model')}; GPUs: {gpus}\n"
-        f"- software: onnxruntime {machine.get('onnxruntime')}, grpcio {machine.get('grpcio')}, "
-        f"perf_analyzer {machine.get('perf_analyzer')}, Python {machine.get('python')}, "
-        f"infergate {machine.get('infergate')} (git {machine.get('git_commit')})\n"
-        f"- platform: {machine.get('platform')}"
-    )
 
 
 def render_markdown(
@@ -199,59 +100,12 @@ def write_report(
 # ---- command line -----------------------------------------------------------------
 
 
-def _csv_list(text: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in text.split(",") if item.strip())
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(item) for item in _csv_list(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"want comma-separated integers, got {text!r}") from exc
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"want positive integers, got {text!r}")
-    return values
-
-
 def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description=(__doc__ or "").splitlines()[0]
     )
-    parser.add_argument("--repository", type=Path, required=True, help="model repository")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--models", type=_csv_list, default=("digits", "cnn", "mlp_large"))
-    parser.add_argument("--concurrency", type=_int_list, default=(1, 16))
-    parser.add_argument("--window-ms", type=int, default=2000, help="perf_analyzer window")
-    parser.add_argument("--stability-pct", type=float, default=15.0)
-    parser.add_argument("--max-trials", type=int, default=10)
-    parser.add_argument(
-        "--serve-args", default="", help="extra `infergate serve` flags, e.g. '--no-gpu'"
-    )
-    parser.add_argument("--perf-args", default="", help="extra perf_analyzer flags, e.g. '--async'")
-    parser.add_argument(
-        "--sections",
-        type=_csv_list,
-        default=tuple(SECTIONS),
-        help=f"sections to run, of {', '.join(SECTIONS)}",
-    )
-    args = parser.parse_args(argv)
-    unknown = [s for s in args.sections if s not in SECTIONS]
-    if unknown:
-        parser.error(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}")
-    if not args.repository.is_dir():
-        parser.error(f"no repository at {args.repository}")
-    return BenchConfig(
-        repository=args.repository.resolve(),
-        out=args.out,
-        models=args.models,
-        concurrency=args.concurrency,
-        window_ms=args.window_ms,
-        stability_pct=args.stability_pct,
-        max_trials=args.max_trials,
-        serve_args=tuple(shlex.split(args.serve_args)),
-        perf_args=tuple(shlex.split(args.perf_args)),
-        sections=args.sections,
-    )
+    config, _ = parse_config(parser, argv, tuple(SECTIONS))
+    return config
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -265,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.now(UTC).replace(microsecond=0)
     t0 = time.monotonic()
     try:
-        machine = harness.machine_info(ROOT)
+        machine = machine_info(ROOT)
         sections: list[Section] = []
         with tempfile.TemporaryDirectory(prefix="infergate-bench-") as tmp:
             for key in config.sections:

@@ -25,12 +25,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import harness
-from bench.batching import SERVE_ARGS
-from bench.harness import GatewayError, PerfAnalyzerError
-from bench.repository import RepositoryError, Twin, make_repository
-from bench.statistics import read_counts
-from bench.tracing import TRACING_OFF, receiver_process, tracing_on
+from bench.gateway_process import GatewayError, in_turn, start_gateways
+from bench.model_counts import read_counts
+from bench.perf_analyzer import PerfAnalyzerError, measure
+from bench.serve_settings import SERVE_ARGS
+from bench.tracing_modes import TRACING_OFF, receiver_process, tracing_on
+from bench.twin_repository import RepositoryError, Twin, make_repository
 
 EVENT_LOOP = "gateway event loop"
 OTHER_THREADS = "gateway, other threads"
@@ -130,19 +130,14 @@ def _measure(
         with receiver_process(workdir, "on") as sink:
             modes = {"off": TRACING_OFF, "on": tracing_on(sink.port)}
             for index in range(rounds):
-                with contextlib.ExitStack() as stack:
-                    gateways = harness.start_gateways(
-                        stack,
-                        repository,
-                        modes,
-                        lambda mode: workdir / f"{mode}.log",
-                        serve_args=SERVE_ARGS,
-                    )
-                    for mode in harness.in_turn(list(gateways), index):
+                with start_gateways(
+                    repository, modes, lambda mode: workdir / f"{mode}.log", serve_args=SERVE_ARGS
+                ) as gateways:
+                    for mode in in_turn(list(gateways), index):
                         gw = gateways[mode]
                         served = read_counts(gw.url, model).success_count
                         before = snapshot(gw.process.pid, sink.pid)
-                        result = harness.measure(
+                        result = measure(
                             gw.url, model, workdir / "perf.csv", concurrency=concurrency
                         )
                         after = snapshot(gw.process.pid, sink.pid)

@@ -36,24 +36,20 @@ Target (issue 8): tracing costs at most 10% throughput.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import harness
-from bench.batching import QUEUE_DELAY_US, SERVE_ARGS
-from bench.harness import GatewayError, PerfAnalyzerError, PerfResult, log
-from bench.report import BenchConfig, Column, Section, first_line, mark, num, percent
-from bench.repository import RepositoryError, Twin, make_repository, source_version_dir
-from bench.statistics import ModelCounts, cpu_us_per_request, read_counts, usage
+from bench.config import BenchConfig
+from bench.gateway_process import Gateway, GatewayError, in_turn, start_gateways
+from bench.model_counts import ModelCounts, cpu_us_per_request, read_counts, usage
+from bench.perf_analyzer import PerfAnalyzerError, measure_logged
+from bench.progress import log
+from bench.report import Column, Section, first_line, mark, num, percent
+from bench.serve_settings import MAX_BATCH_SIZE, QUEUE_DELAY_US, SERVE_ARGS
+from bench.tracing_modes import TRACING_OFF, receiver_process, tracing_on
+from bench.twin_repository import RepositoryError, Twin, make_repository, source_version_dir
 
 TARGET_COST_PCT = 10.0
 SAMPLED_RATIO = 0.1
@@ -62,17 +58,15 @@ ROUNDS = 9
 # (model in the bench repository, its twin, concurrency)
 LOADS: tuple[tuple[str, Twin, int], ...] = (
     ("digits", Twin("digits"), 16),
-    ("mlp_large_on", Twin("mlp_large", max_batch_size=32, queue_delay_us=QUEUE_DELAY_US), 32),
+    (
+        "mlp_large_on",
+        Twin("mlp_large", max_batch_size=MAX_BATCH_SIZE, queue_delay_us=QUEUE_DELAY_US),
+        32,
+    ),
 )
 # Spans per request (server, queue wait, backend) and per runtime call (batch).
 SPANS_PER_REQUEST = 3
 SPANS_PER_BATCH = 1
-
-TRACING_OFF: dict[str, str | None] = {
-    "OTEL_SDK_DISABLED": "true",
-    "OTEL_EXPORTER_OTLP_ENDPOINT": None,
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": None,
-}
 
 COLUMNS = [
     Column("model", "model"),
@@ -90,76 +84,6 @@ COLUMNS = [
     Column("CPU cost", "cpu_cost_pct", percent()),
     Column("note", "note"),
 ]
-
-
-@dataclass
-class Sink:
-    port: int
-    counts_file: Path
-    pid: int
-
-    def counts(self) -> tuple[int, int]:
-        """(spans, exports) the sink reported when it stopped; (0, 0) if it did not."""
-        try:
-            data = json.loads(self.counts_file.read_text())
-        except (OSError, ValueError):
-            return 0, 0
-        return int(data["spans"]), int(data["exports"])
-
-
-@contextmanager
-def receiver_process(workdir: Path, name: str) -> Iterator[Sink]:
-    """bench.otlp_sink in its own process; its counts are readable once the block ends."""
-    port_file = workdir / f"otlp-sink-{name}.port"
-    counts_file = workdir / f"otlp-sink-{name}.counts.json"
-    for path in (port_file, counts_file):
-        path.unlink(missing_ok=True)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.otlp_sink",
-            "--port-file",
-            str(port_file),
-            "--counts-file",
-            str(counts_file),
-        ],
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not port_file.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise GatewayError(f"the OTLP sink did not start (exit code {process.poll()})")
-            time.sleep(0.05)
-        sink = Sink(int(port_file.read_text()), counts_file, process.pid)
-        yield sink
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def tracing_on(receiver_port: int, ratio: float = 1.0) -> dict[str, str | None]:
-    sampler = (
-        {"OTEL_TRACES_SAMPLER": "always_on", "OTEL_TRACES_SAMPLER_ARG": None}
-        if ratio >= 1
-        else {
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-            "OTEL_TRACES_SAMPLER_ARG": str(ratio),
-        }
-    )
-    return {
-        "OTEL_SDK_DISABLED": None,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver_port}",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": None,
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_SERVICE_NAME": "infergate-bench",
-        **sampler,
-    }
 
 
 def tracing_section(config: BenchConfig, workdir: Path) -> Section:
@@ -227,26 +151,24 @@ def tracing_section(config: BenchConfig, workdir: Path) -> Section:
             log(f"  round {index + 1} of {ROUNDS}")
             one: dict[str, dict[str, Any]] = {name: {} for name in rows}
             # Fresh gateways every round (see the module docstring).
-            with contextlib.ExitStack() as stack:
-                try:
-                    gateways = harness.start_gateways(
-                        stack,
-                        repository,
-                        environments,
-                        lambda mode: workdir / f"tracing-{mode}-gateway.log",
-                        serve_args=serve_args,
-                    )
-                except GatewayError as exc:
-                    log(f"gateway failed: {exc}")
-                    for row in rows.values():
-                        row["error"] = f"gateway: {exc}"
-                        _note(row, "a gateway failed to start")
-                    break
-                for name, _, concurrency in loads:
-                    for mode in harness.in_turn(list(gateways), index):
-                        gw = gateways[mode]
-                        _measure(config, workdir, gw, name, concurrency, mode, one[name])
-                _add_counts(counts, gateways["on"], rows, [name for name, _, _ in loads])
+            try:
+                with start_gateways(
+                    repository,
+                    environments,
+                    lambda mode: workdir / f"tracing-{mode}-gateway.log",
+                    serve_args=serve_args,
+                ) as gateways:
+                    for name, _, concurrency in loads:
+                        for mode in in_turn(list(gateways), index):
+                            gw = gateways[mode]
+                            _measure(config, workdir, gw, name, concurrency, mode, one[name])
+                    _add_counts(counts, gateways["on"], rows, [name for name, _, _ in loads])
+            except GatewayError as exc:
+                log(f"gateway failed: {exc}")
+                for row in rows.values():
+                    row["error"] = f"gateway: {exc}"
+                    _note(row, "a gateway failed to start")
+                break
             rounds.append(one)
     spans, exports = sink.counts()
     sampled_spans, _ = sampled_sink.counts()
@@ -331,7 +253,7 @@ def _merge_rounds(row: dict[str, Any], rounds: Sequence[dict[str, Any]]) -> None
 
 def _add_counts(
     counts: dict[str, ModelCounts],
-    gw: harness.Gateway,
+    gw: Gateway,
     rows: dict[str, dict[str, Any]],
     names: Sequence[str],
 ) -> None:
@@ -353,7 +275,7 @@ def _expected_spans(counts: dict[str, ModelCounts]) -> int:
 def _measure(
     config: BenchConfig,
     workdir: Path,
-    gw: harness.Gateway,
+    gw: Gateway,
     name: str,
     concurrency: int,
     mode: str,
@@ -363,32 +285,12 @@ def _measure(
     try:
         gw.check_alive()
     except GatewayError as exc:
-        row["error"] = "\n".join(filter(None, (row.get("error"), f"{mode}: {exc}")))
-        _note(row, f"{mode}: gateway failed")
+        _failed(row, mode, exc, "gateway failed")
         return
     before = usage(gw, name)
-    result = _perf(config, workdir, gw, name, concurrency, mode, row)
-    row[f"{mode}_cpu_us"] = cpu_us_per_request(before, usage(gw, name))
-    if result is not None:
-        row[mode] = result.as_dict()
-        row[f"{mode}_throughput"] = result.throughput
-        row[f"{mode}_p50_us"] = result.p50_us
-        if not result.stable:
-            _note(row, f"{mode}: unstable")
-
-
-def _perf(
-    config: BenchConfig,
-    workdir: Path,
-    gw: harness.Gateway,
-    name: str,
-    concurrency: int,
-    mode: str,
-    row: dict[str, Any],
-) -> PerfResult | None:
-    log(f"  {name} concurrency {concurrency}, tracing {mode} ...")
     try:
-        result = harness.measure(
+        result = measure_logged(
+            f"{name} concurrency {concurrency}, tracing {mode}",
             gw.url,
             name,
             workdir / f"tracing-{mode}-{name}.csv",
@@ -396,15 +298,23 @@ def _perf(
             **config.perf_settings(),
         )
     except PerfAnalyzerError as exc:
-        log(f"  {name}, tracing {mode}: failed: {exc}")
-        row["error"] = "\n".join(filter(None, (row.get("error"), f"{mode}: {exc}")))
-        _note(row, f"{mode}: {first_line(exc)}")
-        return None
-    log(
-        f"  {name} tracing {mode}: {result.throughput:,.1f} infer/s, "
-        f"p50 {result.p50_us:,.0f} us, p99 {result.p99_us:,.0f} us"
-    )
-    return result
+        _failed(row, mode, exc, first_line(exc))
+        result = None
+    # Even a run perf_analyzer failed shows what the gateway spent on what it answered.
+    row[f"{mode}_cpu_us"] = cpu_us_per_request(before, usage(gw, name))
+    if result is None:
+        return
+    row[mode] = result.as_dict()
+    row[f"{mode}_throughput"] = result.throughput
+    row[f"{mode}_p50_us"] = result.p50_us
+    if not result.stable:
+        _note(row, f"{mode}: unstable")
+
+
+def _failed(row: dict[str, Any], mode: str, exc: Exception, note: str) -> None:
+    """A mode's failure into the row: the whole text in its error, `note` in its note."""
+    row["error"] = "\n".join(filter(None, (row.get("error"), f"{mode}: {exc}")))
+    _note(row, f"{mode}: {note}")
 
 
 def _note(row: dict[str, Any], text: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from bench.harness import Gateway
+from bench.gateway_process import Gateway
 from infergate.clients import Client
 
 

@@ -86,7 +86,7 @@ def make_repository(dest: Path, twins: Mapping[str, Twin], source_repository: Pa
         link.unlink(missing_ok=True)
         link.symlink_to((version_dir / ARTIFACT).resolve())
         (folder / CONFIG_FILE).write_text(
-            "# Written by the benchmark (bench/repository.py).\n"
+            "# Written by the benchmark (bench/twin_repository.py).\n"
             + text_format.MessageToString(config)
         )
     return dest
