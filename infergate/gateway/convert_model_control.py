@@ -17,6 +17,7 @@ from infergate.gateway.core import store
 from infergate.gateway.core.cache import ResponseCache
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.model_control import ModelView, Registered, Registration
+from infergate.gateway.core.repository import version_key
 from infergate.gateway.core.stats import Duration, ModelStats
 from infergate.gateway.core.upload import ArtifactSpec, check_filename
 from infergate.protocol import admin_pb2 as apb
@@ -157,7 +158,7 @@ def description(
         response.config.CopyFrom(view.serving[-1].config)
     elif view.disk_config is not None:
         response.config.CopyFrom(view.disk_config)
-    for version in sorted(set(view.on_disk) | set(serving), key=_version_key):
+    for version in sorted(set(view.on_disk) | set(serving), key=version_key):
         described = response.versions.add(version=version)
         for artifact in artifacts.get(version, ()):
             described.artifacts.add(
@@ -256,7 +257,3 @@ def _mean_ms(duration: Duration) -> float:
 
 def _ratio(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
-
-
-def _version_key(version: str) -> tuple[int, str]:
-    return (int(version), "") if version.isdigit() else (-1, version)

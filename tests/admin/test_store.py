@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from infergate.gateway.core import live_config, store
-from infergate.gateway.core.repository import list_models, parse_config, read_model
+from infergate.gateway.core.repository import (
+    list_models,
+    parse_config,
+    read_model,
+    version_folders,
+)
 from infergate.gateway.core.upload import ArtifactSpec, StagedUpload, check_artifacts
 from infergate.protocol import model_config_pb2 as mc
 from infergate.schema.errors import (
@@ -95,7 +100,7 @@ def test_commit_a_new_model_then_a_new_version(tmp_path: Path) -> None:
 
     config.max_batch_size = 8
     store.commit_version(tmp_path, "m", "10", staged(tmp_path), config)
-    assert store.version_folders(tmp_path / "m") == ["1", "2", "10"]
+    assert version_folders(tmp_path / "m") == ["1", "2", "10"]
     assert store.read_config(tmp_path / "m") == config
     with pytest.raises(AlreadyExists):
         store.commit_version(tmp_path, "m", "2", staged(tmp_path), None)

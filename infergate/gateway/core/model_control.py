@@ -25,6 +25,7 @@ from infergate.gateway.core.repository import (
     is_valid_model_name,
     list_models,
     read_model,
+    version_folders,
 )
 from infergate.gateway.core.upload import ArtifactSpec, StagedUpload, check_artifacts
 from infergate.protocol import model_config_pb2 as mc
@@ -272,7 +273,7 @@ class ModelControl:
         disk_config = None
         if self.repository is not None:
             folder = self.repository / name
-            on_disk = tuple(await asyncio.to_thread(store.version_folders, folder))
+            on_disk = tuple(await asyncio.to_thread(version_folders, folder))
             if read_config:
                 try:
                     disk_config = await asyncio.to_thread(store.read_config, folder)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from infergate.gateway.core.model import ModelVersion
+from infergate.gateway.core.repository import version_key
 from infergate.schema.errors import ModelNotFound, ModelNotReady
 
 
@@ -61,7 +62,7 @@ class ModelRegistry:
         if found is None:
             raise ModelNotFound(
                 f"model '{name}' has no version '{version}'; ready versions are "
-                f"{sorted(entry.versions, key=_version_key)}"
+                f"{sorted(entry.versions, key=version_key)}"
             )
         return found
 
@@ -100,7 +101,7 @@ class ModelRegistry:
     def index(self) -> list[IndexEntry]:
         rows: list[IndexEntry] = []
         for entry in self:
-            versions = sorted(entry.versions, key=_version_key) or [""]
+            versions = sorted(entry.versions, key=version_key) or [""]
             rows.extend(
                 IndexEntry(entry.name, v, entry.state.value, entry.reason) for v in versions
             )
@@ -110,7 +111,3 @@ class ModelRegistry:
         for entry in self:
             if entry.state is ModelState.READY:
                 yield from entry.versions.values()
-
-
-def _version_key(version: str) -> tuple[int, str]:
-    return (int(version), "") if version.isdigit() else (-1, version)

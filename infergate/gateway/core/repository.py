@@ -80,12 +80,30 @@ def read_model(repository: Path, name: str) -> ModelSource:
                 f"{config_path}: config name '{config.name}' does not match its folder '{name}'"
             )
         config.name = name
-    versions = sorted(
-        (int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True
-    )
+    versions = version_folders(folder)
     if not versions:
         raise ModelLoadError(
             f"model '{name}' has no version folder (expected {folder}/<number>/model.onnx)"
         )
-    version = str(versions[0])
+    version = versions[-1]
     return ModelSource(name, folder, config, version, folder / version)
+
+
+def version_folders(model_folder: Path) -> list[str]:
+    """A model's version folder names (numbers), oldest first; none if no such folder."""
+    if not model_folder.is_dir():
+        return []
+    return sorted(
+        (p.name for p in model_folder.iterdir() if p.is_dir() and _is_number(p.name)),
+        key=version_key,
+    )
+
+
+def version_key(version: str) -> tuple[int, str]:
+    """Sorts versions by number; a name that is no number (never on disk) comes first."""
+    return (int(version), "") if _is_number(version) else (-1, version)
+
+
+def _is_number(name: str) -> bool:
+    # isdigit() alone admits digits such as '²' that int() refuses.
+    return name.isascii() and name.isdigit()

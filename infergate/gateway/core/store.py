@@ -28,7 +28,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from infergate.gateway.core.repository import CONFIG_FILE, parse_config
+from infergate.gateway.core.repository import CONFIG_FILE, parse_config, version_folders
 from infergate.gateway.core.upload import STAGING_DIR, ArtifactSpec, sha256_file
 from infergate.protocol import model_config_pb2 as mc
 from infergate.schema.errors import AlreadyExists, InvalidInput
@@ -47,15 +47,6 @@ def check_version(version: str) -> None:
             f"version {version!r} is not allowed: use a positive decimal number without "
             "leading zeros, or leave it empty for the next one"
         )
-
-
-def version_folders(model_folder: Path) -> list[str]:
-    """Version folder names, oldest first."""
-    if not model_folder.is_dir():
-        return []
-    return sorted(
-        (p.name for p in model_folder.iterdir() if p.is_dir() and p.name.isdigit()), key=int
-    )
 
 
 def next_version(model_folder: Path) -> str:
