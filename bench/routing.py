@@ -27,6 +27,9 @@ from bench.progress import log
 from bench.report import Column, Section, num
 from infergate.backends.base import BackendOptions, LoadedModel, WrappedModel
 from infergate.backends.discovery import discover
+from infergate.gateway.core.cache import ResponseCache
+from infergate.gateway.core.lifecycle import ModelLifecycle
+from infergate.gateway.core.lru_store import LRUStore
 from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.core.request import InferRequest, InputTensor
 
@@ -36,6 +39,7 @@ STEADY_S = 5.0
 SLOWDOWN_RUN_S = 8.0
 SLOWDOWN_FACTOR = 5.0
 SLOWDOWN_AT = 0.25  # of the run
+CACHE_MAX_BYTES = 1024 * 1024
 
 COLUMNS = [
     Column("run", "run"),
@@ -116,12 +120,15 @@ async def _drive(core: InferenceCore, model: str, seconds: float) -> dict[str, A
 
 async def _run(config: BenchConfig, workdir: Path, section: Section) -> None:
     backends = discover().backends
-    core = InferenceCore(backends, BackendOptions(), worker_threads=4)
+    # No model here enables the response cache: its size does not matter.
+    cache = ResponseCache(LRUStore(CACHE_MAX_BYTES))
+    lifecycle = ModelLifecycle(backends, BackendOptions(), cache, worker_threads=4)
+    core = InferenceCore(lifecycle.registry, cache)
     try:
         # Arms are what the model loads on; find them from a probe twin.
         probe_repo = workdir / "routing-probe"
         _repository(config.repository, probe_repo, {"probe": 'policy: "latency"'})
-        await core.load_repository(probe_repo)
+        await lifecycle.load_repository(probe_repo)
         arms = [a.backend for a in core.model("probe").arms]
         log(f"  routing: {MODEL} arms {arms}")
         if len(arms) < 2:
@@ -131,7 +138,7 @@ async def _run(config: BenchConfig, workdir: Path, section: Section) -> None:
         policies.update({f"fixed_{b}": f'policy: "fixed" fixed_arm: "{b}"' for b in arms})
         repo = workdir / "routing"
         _repository(config.repository, repo, policies)
-        await core.load_repository(repo)
+        await lifecycle.load_repository(repo)
 
         steady: dict[str, dict[str, Any]] = {}
         for twin in policies:
@@ -193,7 +200,7 @@ async def _run(config: BenchConfig, workdir: Path, section: Section) -> None:
             f"about {oracle / static:.2f}x."
         )
     finally:
-        await core.aclose()
+        await lifecycle.aclose()
 
 
 def routing_section(config: BenchConfig, workdir: Path) -> Section:

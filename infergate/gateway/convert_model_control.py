@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from google.protobuf import json_format
 
 from infergate.gateway.core import store
-from infergate.gateway.core.cache import ResponseCache
+from infergate.gateway.core.cache import CacheStats
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.model_control import ModelView, Registered, Registration
 from infergate.gateway.core.repository import version_key
@@ -149,7 +149,7 @@ def summary(view: ModelView) -> apb.ModelSummary:
 
 
 def description(
-    view: ModelView, artifacts: Mapping[str, list[ArtifactSpec]], cache: ResponseCache
+    view: ModelView, artifacts: Mapping[str, list[ArtifactSpec]], cache: CacheStats
 ) -> apb.DescribeModelResponse:
     response = apb.DescribeModelResponse(name=view.name, state=view.state, reason=view.reason)
     serving = {m.version: m for m in view.serving}
@@ -175,16 +175,15 @@ def description(
                 if view.serving
                 else view.reason
             )
-    counters = cache.counters
     response.shared_cache.CopyFrom(
         apb.SharedCache(
-            entries=len(cache),
-            bytes=cache.current_bytes,
+            entries=cache.entries,
+            bytes=cache.used_bytes,
             max_bytes=cache.max_bytes,
-            hits=counters.hits,
-            misses=counters.misses,
-            evictions=counters.evictions,
-            hit_ratio=_ratio(counters.hits, counters.hits + counters.misses),
+            hits=cache.hits,
+            misses=cache.misses,
+            evictions=cache.evictions,
+            hit_ratio=_ratio(cache.hits, cache.hits + cache.misses),
         )
     )
     return response

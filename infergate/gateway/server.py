@@ -16,6 +16,9 @@ from infergate.backends.discovery import discover
 from infergate.gateway import tls
 from infergate.gateway.auth import ADMIN_SERVICE, AuthInterceptor, AuthPolicy, is_loopback
 from infergate.gateway.core import store
+from infergate.gateway.core.cache import ResponseCache
+from infergate.gateway.core.lifecycle import ModelLifecycle
+from infergate.gateway.core.lru_store import LRUStore
 from infergate.gateway.core.model_control import ModelControl
 from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.servicers.admin_service import AdminServicer
@@ -36,7 +39,7 @@ INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_
 
 
 class GatewayServer:
-    """One gateway: a gRPC server over an InferenceCore.
+    """One gateway: a gRPC server over an InferenceCore and a ModelLifecycle.
 
     Use `await start()` then `await wait()` (or `serve()` for both with signal
     handling), and always `await stop()`. `port` is the bound port, also when the
@@ -61,23 +64,25 @@ class GatewayServer:
             inter_op_threads=settings.inter_op_threads,
             use_gpu=settings.use_gpu,
         )
-        self.core = InferenceCore(
+        cache = ResponseCache(LRUStore(settings.response_cache_mb * _MB))
+        self.lifecycle = ModelLifecycle(
             backends,
             options,
+            cache,
             worker_threads=settings.worker_threads,
             max_inflight_batches=settings.max_inflight_batches,
             inline_below_s=settings.inline_below_us / 1e6,
             default_max_batch_size=settings.default_max_batch_size,
-            cache_max_bytes=settings.response_cache_mb * _MB,
         )
+        self.core = InferenceCore(self.lifecycle.registry, cache)
         self._ready = False
         self.tracing = setup_tracing(settings.tracing)
         self.metrics = Metrics()
-        self.metrics.watch(self.core.snapshot)
-        self.core.attach_telemetry(self.tracing, self.metrics)
+        self.metrics.watch(self.lifecycle.snapshot)
+        self.lifecycle.attach_telemetry(self.tracing, self.metrics)
         self.metrics_port = 0
         self.admin = ModelControl(
-            self.core, settings.model_repository, settings.max_artifact_mb * _MB
+            self.lifecycle, settings.model_repository, settings.max_artifact_mb * _MB
         )
         auth = AuthPolicy.from_settings(settings)
         self._credentials = tls.server_credentials(settings)
@@ -145,7 +150,7 @@ class GatewayServer:
             # Before loading: a registration a crash cut short must not be seen.
             for done in await asyncio.to_thread(store.recover, self.settings.model_repository):
                 log.warning("repository recovery: %s", done)
-            await self.core.load_repository(self.settings.model_repository)
+            await self.lifecycle.load_repository(self.settings.model_repository)
         self._ready = True
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         for row in self.core.registry.index():
@@ -166,7 +171,7 @@ class GatewayServer:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         await self._server.stop(grace)
         await self.admin.aclose()
-        await self.core.aclose()
+        await self.lifecycle.aclose()
         self.metrics.close()
         # Flushing the exporter may wait on the network: keep it off the event loop.
         await asyncio.to_thread(self.tracing.shutdown)

@@ -100,6 +100,26 @@ async def test_the_cache_switches_on_live(
     assert version.cache.hit_ratio == pytest.approx(2 / 3)
 
 
+async def test_removing_a_model_forgets_its_cached_answers_and_no_others(
+    served: Served, admin: AsyncAdminClient, client: AsyncClient, tmp_path: Path
+) -> None:
+    for name in ("x", "y"):
+        await register_fake(admin, tmp_path, name)
+        await admin.update(name, batching(cache=True))
+        await client.infer(name, {"x": row(5.0)})
+    assert (await admin.describe("y")).shared_cache.entries == 2
+
+    await admin.unregister("x")  # its files go: the same name and version may mean other bytes
+    assert (await admin.describe("y")).shared_cache.entries == 1
+    await register_fake(admin, tmp_path, "x")  # back as version 1 (its files could differ)
+    await admin.update("x", batching(cache=True))
+    await client.infer("x", {"x": row(5.0)})
+    assert batch_sizes(served, "x") == [1]  # computed afresh, not answered from the cache
+    await client.infer("y", {"x": row(5.0)})
+    assert batch_sizes(served, "y") == [1]  # y's answer survived x leaving and coming back
+    assert (await admin.describe("y")).versions[0].cache.hits == 1
+
+
 async def test_changes_that_cannot_apply_live_are_refused_and_change_nothing(
     served: Served, admin: AsyncAdminClient, tmp_path: Path
 ) -> None:

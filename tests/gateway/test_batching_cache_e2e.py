@@ -96,7 +96,7 @@ async def test_a_repeated_request_is_answered_from_the_cache_with_the_callers_id
     assert stats.inference_stats.cache_miss.count == 2
     assert stats.inference_stats.success.count == 4
     assert stats.inference_count == 3  # the hit computed nothing
-    assert server.core.cache.counters.hits == 1
+    assert server.core.cache.stats().hits == 1
 
 
 async def test_a_request_whose_deadline_passes_in_the_queue_is_never_run(

@@ -10,6 +10,9 @@ import pytest
 
 from infergate.backends.base import BackendOptions
 from infergate.backends.discovery import discover
+from infergate.gateway.core.cache import ResponseCache
+from infergate.gateway.core.lifecycle import ModelLifecycle
+from infergate.gateway.core.lru_store import LRUStore
 from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.core.repository import parse_config, read_model
 from infergate.gateway.core.request import InferRequest, InputTensor
@@ -30,8 +33,8 @@ optimization { execution_accelerators { cpu_execution_accelerator: [ { name: "op
 """
 
 
-def core() -> InferenceCore:
-    return InferenceCore(discover().backends, BackendOptions())
+def lifecycle() -> ModelLifecycle:
+    return ModelLifecycle(discover().backends, BackendOptions(), ResponseCache(LRUStore(1 << 20)))
 
 
 def test_a_triton_config_reads_as_it_is_with_unknown_fields_skipped() -> None:
@@ -68,9 +71,10 @@ async def test_failing_models_are_reported_and_do_not_stop_the_others(tmp_path: 
     shutil.copy(DEMO_REPOSITORY / "digits" / "1" / "model.onnx", repo / "pinned" / "1")
     (repo / "pinned" / "config.pbtxt").write_text('backend: "tensorrt_llm"')
 
-    gateway = core()
+    models = lifecycle()
+    gateway = InferenceCore(models.registry, models.cache)
     try:
-        await gateway.load_repository(repo)
+        await models.load_repository(repo)
         index = {row.name: row for row in gateway.registry.index()}
         assert index["digits"].state == "READY"
         assert index["corrupt"].state == "UNAVAILABLE"
@@ -87,23 +91,24 @@ async def test_failing_models_are_reported_and_do_not_stop_the_others(tmp_path: 
         )
         assert result.outputs[0].data.shape == (1, 10)
     finally:
-        await gateway.aclose()
+        await models.aclose()
 
 
 async def test_a_failed_reload_keeps_the_old_version_serving(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(DEMO_REPOSITORY / "digits", repo / "digits")
-    gateway = core()
+    models = lifecycle()
     try:
-        await gateway.load_repository(repo)
+        await models.load_repository(repo)
         (repo / "digits" / "2").mkdir()
         (repo / "digits" / "2" / "model.onnx").write_bytes(b"garbage")
-        assert await gateway.load_from_repository(repo, "digits") is None
-        assert gateway.model("digits").version == "1"
-        (entry,) = [e for e in gateway.registry if e.name == "digits"]
+        with pytest.raises(ModelLoadError):
+            await models.load_from_repository(repo, "digits")
+        assert models.registry.get("digits").version == "1"
+        (entry,) = [e for e in models.registry if e.name == "digits"]
         assert entry.state.value == "READY" and "last load failed" in entry.reason
     finally:
-        await gateway.aclose()
+        await models.aclose()
 
 
 def test_model_names_with_path_tricks_are_refused(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ async def test_policy_changes_live_to_a_fixed_arm(served: GatewayServer) -> None
     config.CopyFrom(model.config)
     config.routing.policy = "fixed"
     config.routing.fixed_arm = "openvino"
-    served.core.reconfigure(model, config)
+    served.lifecycle.reconfigure(model, config)
     before = {a.name: a.batches for a in model.arms}
     await send(served, 24, seed=1)
     ran = {a.name: a.batches - before[a.name] for a in model.arms}
@@ -122,7 +122,7 @@ async def test_a_failing_arm_is_routed_around_and_its_circuit_opens(
     config.CopyFrom(model.config)
     config.routing.policy = "fixed"
     config.routing.fixed_arm = "openvino"
-    served.core.reconfigure(model, config)
+    served.lifecycle.reconfigure(model, config)
     for seed in range(6):  # one batch at a time, each answered by another arm
         await send(served, 1, seed=seed)
     assert broken.failures == 3 and broken.circuit is Circuit.OPEN  # then skipped

@@ -1,64 +1,97 @@
-"""The response cache: an in-process LRU bounded in bytes, with optional TTL and
-single flight (identical requests in flight at once are computed once).
+"""The response cache: the key, the store interface, and single flight over any store.
 
-One cache serves every model that enables it (ModelConfig.response_cache.enable),
-so the byte bound is global. The key covers everything that decides the answer:
-model name and version, each input's name, datatype, shape and bytes (in name
-order), and the requested outputs; never the request id.
+One cache serves every model that enables it (ModelConfig.response_cache.enable).
+The key covers everything that decides the answer: model name and version, each
+input's name, datatype, shape and bytes (in name order), and the requested outputs;
+never the request id. The model and version also travel in the clear beside the
+digest, as the key's namespace: what a store invalidates when a model's name or
+version may come to mean other bytes, and what a shared tier puts in front of its
+keys (`infergate:<model>:<version>:<digest>`).
+
+Where answers are kept is a CacheStore (the in-process LRU is
+infergate.gateway.core.lru_store.LRUStore); ResponseCache adds single flight on top.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple, Protocol
 
 import numpy as np
-from cachetools import LRUCache
 
 from infergate.gateway.core.request import InputTensor, OutputTensor
 
-# Bookkeeping per entry beyond the arrays (key, tuple, dataclasses): an estimate,
-# so that many tiny entries still count against the bound.
-_ENTRY_OVERHEAD_BYTES = 256
+Outputs = tuple[OutputTensor, ...]
+
+
+class CacheKey(NamedTuple):
+    """A response's key: its namespace (model, version) and a digest of the request.
+
+    A tuple rather than a dataclass: it is hashed and compared on every lookup, and
+    a tuple does both in C.
+    """
+
+    model: str
+    version: str
+    digest: bytes  # 256-bit BLAKE2b of everything that decides the answer
+
+    def in_namespace(self, model: str, version: str | None) -> bool:
+        """Whether invalidating `model` (one `version`, or all when None) covers this key."""
+        return self.model == model and (version is None or self.version == version)
 
 
 @dataclass(frozen=True)
-class CacheEntry:
-    outputs: tuple[OutputTensor, ...]
-    expires_at: float | None  # time.monotonic(); None: never
-    nbytes: int
+class CacheStats:
+    """A cache's figures, for DescribeModel and the metrics (counts since start)."""
 
-
-@dataclass
-class CacheCounters:
-    hits: int = 0
-    misses: int = 0
-    evictions: int = 0
-    expirations: int = 0
+    entries: int
+    used_bytes: int
+    max_bytes: int
+    hits: int  # answers not computed for their caller (found, or shared)
+    misses: int
+    evictions: int  # dropped to stay within max_bytes
+    expirations: int  # dropped because their TTL ran out
     shared: int = 0  # answered by waiting on an identical request in flight
 
 
-class _ByteLRU(LRUCache[bytes, CacheEntry]):
-    """cachetools' LRU, counting what it evicts for the statistics."""
+class CacheStore(Protocol):
+    """Where cached responses are kept: the in-process LRU, later a shared tier.
 
-    def __init__(self, maxsize: int, counters: CacheCounters) -> None:
-        super().__init__(maxsize=maxsize, getsizeof=lambda entry: entry.nbytes)
-        self._counters = counters
+    The methods are coroutines so that a store across the network fits the same
+    shape; an in-process store simply never waits. A store counts the hits and
+    misses of its own lookups, its evictions and expirations; it never computes an
+    answer (ResponseCache does that, once per key).
+    """
 
-    def popitem(self) -> tuple[bytes, CacheEntry]:
-        item = super().popitem()
-        self._counters.evictions += 1
-        return item
+    async def get(self, key: CacheKey) -> Outputs | None:
+        """The stored response, or None (missing or expired)."""
+        ...
+
+    async def put(self, key: CacheKey, outputs: Sequence[OutputTensor], ttl_s: float) -> bool:
+        """Store a response for `ttl_s` seconds (0: no expiry); False if not stored.
+
+        The store keeps its own copy: the caller's arrays may be views of a batch.
+        """
+        ...
+
+    async def invalidate(self, model: str, version: str | None = None) -> int:
+        """Drop the responses of one model (of one version of it); returns how many."""
+        ...
+
+    def stats(self) -> CacheStats:
+        """The store's figures; may be called from another thread (metrics scrape)."""
+        ...
 
 
 def cache_key(
     model: str, version: str, inputs: Sequence[InputTensor], outputs: Sequence[str]
-) -> bytes:
-    """A 256-bit BLAKE2b digest of what determines a response."""
+) -> CacheKey:
+    """The key of a response: a 256-bit BLAKE2b digest of what determines it."""
     h = hashlib.blake2b(digest_size=32)
+    # Model and version are hashed as well, so the digest alone is unique too.
     _field(h, model.encode())
     _field(h, version.encode())
     for tensor in sorted(inputs, key=lambda t: t.name):
@@ -75,7 +108,7 @@ def cache_key(
     _field(h, b"outputs")
     for name in outputs:
         _field(h, name.encode())
-    return h.digest()
+    return CacheKey(model, version, h.digest())
 
 
 def _field(h: hashlib.blake2b, data: bytes | memoryview) -> None:
@@ -85,69 +118,34 @@ def _field(h: hashlib.blake2b, data: bytes | memoryview) -> None:
 
 
 class ResponseCache:
-    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_bytes = max_bytes
-        self.counters = CacheCounters()
-        self._entries = _ByteLRU(max(1, max_bytes), self.counters)
-        self._inflight: dict[bytes, asyncio.Future[tuple[OutputTensor, ...]]] = {}
-        self._clock = clock
+    """Single flight over any CacheStore: identical requests in flight are computed once.
 
-    @property
-    def current_bytes(self) -> int:
-        return int(self._entries.currsize)
+    Single flight is a layer rather than part of the store interface because it is
+    the same for every store (and a store across the network could not do it
+    anyway: the waiting happens in this process). The first caller for a key claims
+    it before it looks in the store, so callers that arrive while it looks (a slow
+    store) or computes wait for its answer instead of computing their own.
+    """
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def clear(self) -> None:
-        """Forget every stored response; counters and computations in flight stay."""
-        # A fresh LRU rather than clear(): clearing pops items, counting evictions.
-        self._entries = _ByteLRU(max(1, self.max_bytes), self.counters)
-
-    def get(self, key: bytes) -> tuple[OutputTensor, ...] | None:
-        entry = self._entries.get(key)  # marks it most recently used
-        if entry is None:
-            return None
-        if entry.expires_at is not None and self._clock() >= entry.expires_at:
-            del self._entries[key]
-            self.counters.expirations += 1
-            return None
-        return entry.outputs
-
-    def put(self, key: bytes, outputs: Sequence[OutputTensor], ttl_s: float = 0.0) -> bool:
-        """Store a response; False when it alone is larger than the whole cache."""
-        # Copies: a slice of a batch's output would keep the whole batch alive.
-        owned = tuple(OutputTensor(o.name, o.datatype, o.data.copy()) for o in outputs)
-        nbytes = _ENTRY_OVERHEAD_BYTES + sum(_nbytes(o.data) for o in owned)
-        if nbytes > self.max_bytes:
-            return False
-        expires = self._clock() + ttl_s if ttl_s > 0 else None
-        self._entries[key] = CacheEntry(owned, expires, nbytes)
-        return True
+    def __init__(self, store: CacheStore) -> None:
+        self.store = store
+        self._inflight: dict[CacheKey, asyncio.Future[Outputs]] = {}
+        self._shared = 0
 
     async def get_or_compute(
         self,
-        key: bytes,
+        key: CacheKey,
         compute: Callable[[], Awaitable[Sequence[OutputTensor]]],
         ttl_s: float = 0.0,
         looked_up: Callable[[bool], None] | None = None,
-    ) -> tuple[tuple[OutputTensor, ...], bool]:
+    ) -> tuple[Outputs, bool]:
         """The cached response, or compute it once for all identical callers.
 
         Returns (outputs, hit); a caller that waited on an identical request in
         flight counts as a hit, since its answer was not computed for it.
         `looked_up(hit)` is called once the lookup itself is over (for tracing).
         """
-        while True:
-            found = self.get(key)
-            if found is not None:
-                self.counters.hits += 1
-                if looked_up is not None:
-                    looked_up(True)
-                return found, True
-            pending = self._inflight.get(key)
-            if pending is None:
-                break
+        while (pending := self._inflight.get(key)) is not None:
             if looked_up is not None:
                 looked_up(True)
                 looked_up = None
@@ -159,17 +157,23 @@ class ResponseCache:
                 if task is not None and task.cancelling():
                     raise  # this caller went away
                 continue  # the computing caller went away: look again, maybe compute
-            self.counters.shared += 1
-            self.counters.hits += 1
+            self._shared += 1
             return outputs, True
-        self.counters.misses += 1
-        if looked_up is not None:
-            looked_up(False)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[OutputTensor, ...]] = loop.create_future()
+        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
+            found = await self.store.get(key)
+            if looked_up is not None:
+                looked_up(found is not None)
+            if found is not None:
+                future.set_result(found)
+                return found, True
             outputs = tuple(await compute())
+            future.set_result(outputs)
+            # Not if the model's answers were invalidated meanwhile: this one may be stale.
+            if self._inflight.get(key) is future:
+                await self.store.put(key, outputs, ttl_s)
+            return outputs, False
         except BaseException as exc:
             if not future.done():
                 if isinstance(exc, asyncio.CancelledError):
@@ -179,13 +183,20 @@ class ResponseCache:
                     future.exception()  # retrieved here; waiters re-raise their own copy
             raise
         finally:
-            self._inflight.pop(key, None)
-        self.put(key, outputs, ttl_s)
-        future.set_result(outputs)
-        return outputs, False
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
 
+    async def invalidate(self, model: str, version: str | None = None) -> int:
+        """Forget one model's answers (one version's, or every version's when None).
 
-def _nbytes(array: np.ndarray) -> int:
-    if array.dtype == object:
-        return int(sum(len(e) if isinstance(e, bytes) else 64 for e in array.reshape(-1)))
-    return int(array.nbytes)
+        Answers being computed for it now are not stored when they arrive, and
+        later callers do not wait for them.
+        """
+        for key in [k for k in self._inflight if k.in_namespace(model, version)]:
+            del self._inflight[key]
+        return await self.store.invalidate(model, version)
+
+    def stats(self) -> CacheStats:
+        """The store's figures, with answers shared in flight counted as hits."""
+        figures = self.store.stats()
+        return replace(figures, hits=figures.hits + self._shared, shared=self._shared)

@@ -12,19 +12,18 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from infergate.gateway.core import live_config, store
+from infergate.gateway.core.lifecycle import ModelLifecycle
 from infergate.gateway.core.model import ModelVersion
-from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.core.registry import ModelState
 from infergate.gateway.core.repository import (
     ModelSource,
     is_valid_model_name,
     list_models,
-    read_model,
     version_folders,
 )
 from infergate.gateway.core.upload import ArtifactSpec, StagedUpload, check_artifacts
@@ -80,9 +79,10 @@ class ModelView:
 
 class ModelControl:
     def __init__(
-        self, core: InferenceCore, repository: Path | None, max_artifact_bytes: int
+        self, lifecycle: ModelLifecycle, repository: Path | None, max_artifact_bytes: int
     ) -> None:
-        self.core = core
+        self.lifecycle = lifecycle
+        self.registry = lifecycle.registry
         self.repository = repository
         self.max_artifact_bytes = max_artifact_bytes
         self._locks: dict[str, asyncio.Lock] = {}
@@ -141,7 +141,9 @@ class ModelControl:
         if load_config is None:
             load_config = await asyncio.to_thread(store.read_config, folder)
         started = time.monotonic()
-        model = await self._load(ModelSource(name, staged.parent, load_config, version, staged))
+        model = await self.lifecycle.load(
+            ModelSource(name, staged.parent, load_config, version, staged)
+        )
         load_s = time.monotonic() - started
         try:
             await asyncio.to_thread(store.commit_version, repository, name, version, staged, config)
@@ -149,7 +151,7 @@ class ModelControl:
             await model.aclose(drain=False)
             raise
         replaced = self._serving_versions(name)
-        self.core.serve(model)
+        self.lifecycle.serve(model)
         log.info("registered model %s version %s (%.0f ms to load)", name, version, load_s * 1e3)
         return Registered(model, load_s, tuple(v for v in replaced if v != version))
 
@@ -167,10 +169,7 @@ class ModelControl:
         async with self._lock(name):
             if not (repository / name).is_dir():
                 raise ModelNotFound(f"model '{name}' is not in the repository {repository}")
-            source = await asyncio.to_thread(read_model, repository, name)
-            if config is not None:
-                source = replace(source, config=config)
-            model = await self._load(source, record_failure=True)
+            model = await self.lifecycle.load_from_repository(repository, name, config)
             if config is not None:
                 try:
                     await asyncio.to_thread(store.write_config, repository / name, config)
@@ -178,9 +177,9 @@ class ModelControl:
                     await model.aclose(drain=False)
                     raise
             reloaded_same_version = model.version in self._serving_versions(name)
-            self.core.serve(model)
+            self.lifecycle.serve(model)
             if reloaded_same_version:  # its files may have changed under the same number
-                self.core.forget_cached_answers()
+                await self.lifecycle.forget_answers(name, model.version)
             log.info("loaded model %s version %s from the repository", name, model.version)
             return model
 
@@ -199,12 +198,12 @@ class ModelControl:
             previous = [(m, _copy(m.config)) for m in serving]
             try:
                 for model, config in changes:
-                    self.core.reconfigure(model, config)
+                    self.lifecycle.reconfigure(model, config)
                 await asyncio.to_thread(self._persist_update, name, update, paths)
             except BaseException:
                 # Live and on-disk settings must not part ways: undo what was applied.
                 for model, config in previous:
-                    self.core.reconfigure(model, config)
+                    self.lifecycle.reconfigure(model, config)
                 raise
             log.info("model %s: updated %s live", name, ", ".join(paths))
             return _copy(serving[-1].config)
@@ -228,23 +227,23 @@ class ModelControl:
         async with self._lock(name):
             folder = self.repository / name if self.repository is not None else None
             on_disk = folder is not None and folder.is_dir()
-            if name not in self.core.registry and not on_disk:
+            if name not in self.registry and not on_disk:
                 raise ModelNotFound(f"model '{name}' is not known to this gateway")
-            versions = await self.core.unload(name, drain=True)
+            versions = await self.lifecycle.unload(name, drain=True)
             removed = False
             if on_disk and not keep_files:
                 assert self.repository is not None
                 await asyncio.to_thread(store.remove_model, self.repository, name)
                 removed = True
-                # The same name and version may come back with other files.
-                self.core.forget_cached_answers()
+                # The same name and versions may come back with other files.
+                await self.lifecycle.forget_answers(name)
             log.info("unregistered model %s%s", name, " (files removed)" if removed else "")
             return Unregistered(tuple(v.version for v in versions), removed)
 
     # ---- inspection ------------------------------------------------------------------
 
     async def models(self) -> list[ModelView]:
-        names = {entry.name for entry in self.core.registry}
+        names = {entry.name for entry in self.registry}
         if self.repository is not None:
             names.update(await asyncio.to_thread(list_models, self.repository))
         return [await self._view(name, read_config=False) for name in sorted(names)]
@@ -265,8 +264,8 @@ class ModelControl:
     async def _view(self, name: str, read_config: bool) -> ModelView:
         serving: tuple[ModelVersion, ...] = ()
         state, reason = _UNKNOWN, ""
-        if name in self.core.registry:
-            entry = self.core.registry.entry(name)
+        if name in self.registry:
+            entry = self.registry.entry(name)
             state, reason = entry.state.value, entry.reason
             serving = tuple(entry.versions.values())
         on_disk: tuple[str, ...] = ()
@@ -304,7 +303,7 @@ class ModelControl:
             task.exception()  # its caller had the error, or left: either way, handled
 
     async def aclose(self) -> None:
-        """Let the changes in progress finish (before the core closes)."""
+        """Let the changes in progress finish (before the lifecycle frees the models)."""
         await asyncio.gather(*self._changes, return_exceptions=True)
 
     def _require_repository(self) -> Path:
@@ -319,26 +318,16 @@ class ModelControl:
         return self._locks.setdefault(name, asyncio.Lock())
 
     def _serving(self, name: str) -> list[ModelVersion]:
-        entry = self.core.registry.entry(name)
+        entry = self.registry.entry(name)
         if entry.state is not ModelState.READY or not entry.versions:
             why = f": {entry.reason}" if entry.reason else ""
             raise ModelNotReady(f"model '{name}' is {entry.state.value}{why}")
         return list(entry.versions.values())
 
     def _serving_versions(self, name: str) -> list[str]:
-        if name not in self.core.registry:
+        if name not in self.registry:
             return []
-        return list(self.core.registry.entry(name).versions)
-
-    async def _load(self, source: ModelSource, record_failure: bool = False) -> ModelVersion:
-        try:
-            return await self.core.load(source)
-        except GatewayError as exc:
-            log.error("model %s version %s failed to load: %s", source.name, source.version, exc)
-            # A model the registry knows keeps serving, with the failure as its reason.
-            if record_failure or source.name in self.core.registry:
-                self.core.registry.set_failed(source.name, str(exc))
-            raise
+        return list(self.registry.entry(name).versions)
 
 
 _UNKNOWN = "UNKNOWN"

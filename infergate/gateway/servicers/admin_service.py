@@ -63,7 +63,9 @@ class AdminServicer(apb_grpc.ModelAdminServicer):
         self, request: apb.DescribeModelRequest, context: Context
     ) -> apb.DescribeModelResponse:
         view, artifacts = await self._admin.describe(request.name)
-        return convert_model_control.description(view, artifacts, self._admin.core.cache)
+        return convert_model_control.description(
+            view, artifacts, self._admin.lifecycle.cache.stats()
+        )
 
 
 async def _chunks(

@@ -1,4 +1,5 @@
-"""The response cache: keys, byte-bounded LRU, TTL and single flight."""
+"""The response cache: keys, the in-process byte-bounded LRU store (TTL, invalidation by
+namespace), and single flight over a store."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from infergate.gateway.core.cache import ResponseCache, cache_key
+from infergate.gateway.core.cache import CacheKey, ResponseCache, cache_key
+from infergate.gateway.core.lru_store import LRUStore
 from infergate.gateway.core.request import InputTensor, OutputTensor
 
 
@@ -17,6 +19,11 @@ def tensor(data: np.ndarray, name: str = "x", datatype: str = "FP32") -> InputTe
 
 X = np.arange(8, dtype=np.float32).reshape(2, 4)
 BASE = cache_key("m", "1", [tensor(X)], ["y"])
+
+
+def k(name: str, model: str = "m", version: str = "1") -> CacheKey:
+    """A key in a model's namespace, its digest standing in for a request's."""
+    return CacheKey(model, version, name.encode())
 
 
 def out(nbytes: int, value: float = 0.0) -> list[OutputTensor]:
@@ -46,7 +53,7 @@ def test_input_order_does_not_matter_but_names_do() -> None:
 
 
 def test_bytes_tensors_are_keyed_by_their_elements() -> None:
-    def key(*elements: bytes) -> bytes:
+    def key(*elements: bytes) -> CacheKey:
         data = np.array(elements, dtype=object)
         return cache_key("m", "1", [tensor(data, datatype="BYTES")], ["y"])
 
@@ -54,57 +61,91 @@ def test_bytes_tensors_are_keyed_by_their_elements() -> None:
     assert key(b"ab", b"c") == key(b"ab", b"c")
 
 
-def test_least_recently_used_goes_first_by_bytes() -> None:
-    cache = ResponseCache(max_bytes=3 * (256 + 1000))  # three entries of ~1.25 kB
-    for name in (b"a", b"b", b"c"):
-        assert cache.put(name, out(1000))
-    assert cache.get(b"a") is not None  # a is now the most recently used
-    cache.put(b"d", out(1000))
-    assert cache.get(b"b") is None  # b was least recently used
-    assert all(cache.get(k) is not None for k in (b"a", b"c", b"d"))
-    assert cache.counters.evictions == 1
-    assert cache.current_bytes <= cache.max_bytes
+def test_the_key_carries_its_namespace() -> None:
+    assert (BASE.model, BASE.version, len(BASE.digest)) == ("m", "1", 32)
+    assert BASE.in_namespace("m", None) and BASE.in_namespace("m", "1")
+    assert not BASE.in_namespace("m", "2") and not BASE.in_namespace("n", None)
 
 
-def test_one_big_entry_evicts_as_many_small_ones_as_it_needs() -> None:
-    cache = ResponseCache(max_bytes=10_000)
+async def test_least_recently_used_goes_first_by_bytes() -> None:
+    store = LRUStore(max_bytes=3 * (256 + 1000))  # three entries of ~1.25 kB
+    for name in ("a", "b", "c"):
+        assert await store.put(k(name), out(1000))
+    assert await store.get(k("a")) is not None  # a is now the most recently used
+    await store.put(k("d"), out(1000))
+    assert await store.get(k("b")) is None  # b was least recently used
+    assert all([await store.get(k(name)) is not None for name in ("a", "c", "d")])
+    stats = store.stats()
+    assert stats.evictions == 1
+    assert stats.used_bytes <= stats.max_bytes
+
+
+async def test_one_big_entry_evicts_as_many_small_ones_as_it_needs() -> None:
+    store = LRUStore(max_bytes=10_000)
     for i in range(5):
-        cache.put(bytes([i]), out(1000))
-    cache.put(b"big", out(6000))
-    assert cache.current_bytes <= 10_000 and cache.get(b"big") is not None
-    assert cache.counters.evictions >= 3
+        await store.put(k(str(i)), out(1000))
+    await store.put(k("big"), out(6000))
+    assert store.stats().used_bytes <= 10_000 and await store.get(k("big")) is not None
+    assert store.stats().evictions >= 3
 
 
-def test_an_entry_larger_than_the_cache_is_not_cached() -> None:
-    cache = ResponseCache(max_bytes=1000)
-    cache.put(b"small", out(100))
-    assert not cache.put(b"huge", out(5000))
-    assert cache.get(b"huge") is None and cache.get(b"small") is not None
+async def test_an_entry_larger_than_the_cache_is_not_cached() -> None:
+    store = LRUStore(max_bytes=1000)
+    await store.put(k("small"), out(100))
+    assert not await store.put(k("huge"), out(5000))
+    assert await store.get(k("huge")) is None and await store.get(k("small")) is not None
 
 
-def test_entries_expire_after_their_ttl() -> None:
+async def test_entries_expire_after_their_ttl() -> None:
     now = [100.0]
-    cache = ResponseCache(max_bytes=10_000, clock=lambda: now[0])
-    cache.put(b"k", out(10), ttl_s=5)
-    cache.put(b"forever", out(10))
+    store = LRUStore(max_bytes=10_000, clock=lambda: now[0])
+    await store.put(k("k"), out(10), ttl_s=5)
+    await store.put(k("forever"), out(10))
     now[0] = 104.9
-    assert cache.get(b"k") is not None
+    assert await store.get(k("k")) is not None
     now[0] = 105.0
-    assert cache.get(b"k") is None and cache.counters.expirations == 1
-    assert cache.get(b"forever") is not None
+    assert await store.get(k("k")) is None and store.stats().expirations == 1
+    assert await store.get(k("forever")) is not None
 
 
-def test_stored_outputs_do_not_keep_the_batch_alive() -> None:
+async def test_stored_outputs_do_not_keep_the_batch_alive() -> None:
     batch = np.zeros((32, 1000), np.float32)
-    cache = ResponseCache(max_bytes=1 << 20)
-    cache.put(b"k", [OutputTensor("y", "FP32", batch[3:4])])
-    stored = cache.get(b"k")
+    store = LRUStore(max_bytes=1 << 20)
+    await store.put(k("k"), [OutputTensor("y", "FP32", batch[3:4])])
+    stored = await store.get(k("k"))
     assert stored is not None and stored[0].data.base is None
-    assert cache.current_bytes < 8000
+    assert store.stats().used_bytes < 8000
+
+
+async def test_invalidating_a_model_keeps_the_other_models_answers() -> None:
+    store = LRUStore(max_bytes=1 << 20)
+    for key in (k("a", "x", "1"), k("b", "x", "1"), k("a", "x", "2"), k("a", "y", "1")):
+        await store.put(key, out(10))
+    assert await store.invalidate("x", "1") == 2  # one version of x
+    assert await store.get(k("a", "x", "1")) is None and await store.get(k("b", "x", "1")) is None
+    assert await store.get(k("a", "x", "2")) is not None
+    assert await store.invalidate("x") == 1  # every version of x
+    assert await store.get(k("a", "x", "2")) is None
+    assert await store.get(k("a", "y", "1")) is not None  # y's answers survive both
+    stats = store.stats()
+    assert stats.entries == 1 and stats.evictions == 0  # an invalidation is not an eviction
+    assert await store.invalidate("x") == 0
+
+
+async def test_invalidation_counts_only_what_is_still_stored() -> None:
+    now = [0.0]
+    store = LRUStore(max_bytes=2 * (256 + 1000), clock=lambda: now[0])
+    await store.put(k("a", "x"), out(1000))
+    await store.put(k("b", "x"), out(1000), ttl_s=1)
+    await store.put(k("c", "y"), out(1000))  # evicts x's a
+    now[0] = 2.0
+    assert await store.get(k("b", "x")) is None  # expired
+    assert await store.invalidate("x") == 0
+    assert await store.invalidate("y") == 1 and store.stats().entries == 0
 
 
 async def test_identical_requests_in_flight_are_computed_once() -> None:
-    cache = ResponseCache(max_bytes=1 << 20)
+    cache = ResponseCache(LRUStore(max_bytes=1 << 20))
     calls = 0
     gate = asyncio.Event()
 
@@ -114,36 +155,37 @@ async def test_identical_requests_in_flight_are_computed_once() -> None:
         await gate.wait()
         return out(4, value=7)
 
-    tasks = [asyncio.create_task(cache.get_or_compute(b"k", compute)) for _ in range(10)]
+    tasks = [asyncio.create_task(cache.get_or_compute(k("k"), compute)) for _ in range(10)]
     await asyncio.sleep(0.01)
     gate.set()
     results = await asyncio.gather(*tasks)
     assert calls == 1
     assert sum(1 for _, hit in results if not hit) == 1
     assert all(int(o[0].data[0]) == 7 for o, _ in results)
-    assert cache.counters.shared == 9 and cache.counters.misses == 1
-    _, hit = await cache.get_or_compute(b"k", compute)
-    assert hit and calls == 1
+    stats = cache.stats()
+    assert stats.shared == 9 and stats.misses == 1 and stats.hits == 9
+    _, hit = await cache.get_or_compute(k("k"), compute)
+    assert hit and calls == 1 and cache.stats().hits == 10
 
 
 async def test_an_error_reaches_every_waiter_and_is_not_cached() -> None:
-    cache = ResponseCache(max_bytes=1 << 20)
+    cache = ResponseCache(LRUStore(max_bytes=1 << 20))
     gate = asyncio.Event()
 
     async def compute() -> list[OutputTensor]:
         await gate.wait()
         raise RuntimeError("boom")
 
-    tasks = [asyncio.create_task(cache.get_or_compute(b"k", compute)) for _ in range(3)]
+    tasks = [asyncio.create_task(cache.get_or_compute(k("k"), compute)) for _ in range(3)]
     await asyncio.sleep(0.01)
     gate.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
-    assert cache.get(b"k") is None
+    assert await cache.store.get(k("k")) is None
 
 
 async def test_when_the_computing_caller_leaves_a_waiter_computes_instead() -> None:
-    cache = ResponseCache(max_bytes=1 << 20)
+    cache = ResponseCache(LRUStore(max_bytes=1 << 20))
     gate = asyncio.Event()
     calls = 0
 
@@ -153,9 +195,9 @@ async def test_when_the_computing_caller_leaves_a_waiter_computes_instead() -> N
         await gate.wait()
         return out(4, value=calls)
 
-    leader = asyncio.create_task(cache.get_or_compute(b"k", compute))
+    leader = asyncio.create_task(cache.get_or_compute(k("k"), compute))
     await asyncio.sleep(0.01)
-    follower = asyncio.create_task(cache.get_or_compute(b"k", compute))
+    follower = asyncio.create_task(cache.get_or_compute(k("k"), compute))
     await asyncio.sleep(0.01)
     leader.cancel()
     await asyncio.sleep(0.01)
@@ -164,3 +206,28 @@ async def test_when_the_computing_caller_leaves_a_waiter_computes_instead() -> N
     assert not hit and calls == 2 and int(outputs[0].data[0]) == 2
     with pytest.raises(asyncio.CancelledError):
         await leader
+
+
+async def test_an_answer_computed_while_its_model_is_invalidated_is_not_stored() -> None:
+    cache = ResponseCache(LRUStore(max_bytes=1 << 20))
+    gate = asyncio.Event()
+    calls = 0
+
+    async def compute() -> list[OutputTensor]:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return out(4, value=calls)
+
+    stale = asyncio.create_task(cache.get_or_compute(k("k", "x"), compute))
+    other = asyncio.create_task(cache.get_or_compute(k("k", "y"), compute))
+    await asyncio.sleep(0.01)
+    await cache.invalidate("x")
+    fresh = asyncio.create_task(cache.get_or_compute(k("k", "x"), compute))  # does not wait
+    await asyncio.sleep(0.01)
+    gate.set()
+    (_, stale_hit), (_, fresh_hit), _ = await asyncio.gather(stale, fresh, other)
+    assert calls == 3 and not stale_hit and not fresh_hit
+    stored = await cache.store.get(k("k", "x"))
+    assert stored is not None and int(stored[0].data[0]) == 3  # the fresh answer, not stale
+    assert await cache.store.get(k("k", "y")) is not None  # y was not invalidated

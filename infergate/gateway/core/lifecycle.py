@@ -1,0 +1,222 @@
+"""The life of served models: load, serve, retire, reconfigure, unload; and their figures.
+
+ModelLifecycle owns the registry (which versions serve), what loading needs
+(backends, their options, the worker threads that run batches), and the versions
+that a newer one replaced while they drain. The request path
+(infergate.gateway.core.pipeline) only reads the registry; what changes it at run
+time is decided in infergate.gateway.core.model_control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from infergate.backends.base import Backend, BackendOptions
+from infergate.gateway.core.batch_telemetry import BatchTelemetry
+from infergate.gateway.core.batching import policy_from_config
+from infergate.gateway.core.cache import ResponseCache
+from infergate.gateway.core.loader import load_model
+from infergate.gateway.core.model import ModelVersion
+from infergate.gateway.core.registry import ModelRegistry
+from infergate.gateway.core.repository import ModelSource, list_models, read_model
+from infergate.gateway.core.routing import DEFAULT_INLINE_BELOW_S, make_policy
+from infergate.protocol import model_config_pb2 as mc
+from infergate.schema.errors import GatewayError, ModelLoadError
+from infergate.telemetry.metrics import Metrics, ModelSnapshot, Snapshot
+from infergate.telemetry.tracing import Tracing
+
+log = logging.getLogger(__name__)
+
+
+class ModelLifecycle:
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        options: BackendOptions,
+        cache: ResponseCache,
+        *,
+        worker_threads: int = 2,
+        max_inflight_batches: int = 1,
+        inline_below_s: float = DEFAULT_INLINE_BELOW_S,
+        default_max_batch_size: int = 32,
+    ) -> None:
+        self.backends = dict(backends)
+        self.options = options
+        # Held here so that a model's answers can be forgotten with the model.
+        self.cache = cache
+        self.default_max_batch_size = default_max_batch_size
+        self.max_inflight_batches = max_inflight_batches
+        self.inline_below_s = inline_below_s
+        self.registry = ModelRegistry()
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, worker_threads), thread_name_prefix="infergate-worker"
+        )
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._tracing: Tracing | None = None
+        self._metrics: Metrics | None = None
+
+    def attach_telemetry(self, tracing: Tracing, metrics: Metrics) -> None:
+        """Report spans and metrics from here on (the server calls this before loading)."""
+        self._tracing = tracing if tracing.enabled else None
+        self._metrics = metrics
+
+    # ---- loading -----------------------------------------------------------------
+
+    async def load(self, source: ModelSource, *, record_failure: bool = False) -> ModelVersion:
+        """Load and warm up a version without serving it; ModelLoadError on any failure.
+
+        A failure becomes the model's reason in the registry when the registry knows
+        the model (its serving version goes on serving) or `record_failure` asks.
+        """
+        return await self._load(source.name, lambda: self._load_source(source), record_failure)
+
+    async def load_from_repository(
+        self, repository: Path, name: str, config: mc.ModelConfig | None = None
+    ) -> ModelVersion:
+        """Read a model's newest version from the repository (with `config` over its
+        own, if given) and load it as load() does, recording any failure."""
+
+        def read_and_load() -> ModelVersion:
+            source = read_model(repository, name)
+            if config is not None:
+                source = replace(source, config=config)
+            return self._load_source(source)
+
+        return await self._load(name, read_and_load, record_failure=True)
+
+    async def load_repository(self, repository: Path) -> None:
+        """Load and serve every model in the repository; a model that fails is recorded
+        in the registry (load_from_repository does that) and the others go on."""
+        for name in list_models(repository):
+            self.registry.set_loading(name)
+            try:
+                model = await self.load_from_repository(repository, name)
+            except GatewayError:
+                continue
+            self.serve(model)
+
+    def _load_source(self, source: ModelSource) -> ModelVersion:
+        return load_model(source, self.backends, self.options, self.default_max_batch_size)
+
+    async def _load(
+        self, name: str, load: Callable[[], ModelVersion], record_failure: bool
+    ) -> ModelVersion:
+        # The one place a load fails: every caller sees a GatewayError, logged once.
+        try:
+            return await asyncio.to_thread(load)
+        except GatewayError as exc:
+            log.error("model %s failed to load: %s", name, exc)
+            self._record_failure(name, exc, record_failure)
+            raise
+        except Exception as exc:  # a runtime bug fails this load, not the server
+            log.exception("model %s failed to load", name)
+            error = ModelLoadError(f"model '{name}' failed to load: {type(exc).__name__}: {exc}")
+            self._record_failure(name, error, record_failure)
+            raise error from exc
+
+    def _record_failure(self, name: str, error: GatewayError, always: bool) -> None:
+        # A model the registry knows keeps serving, with the failure as its reason.
+        if always or name in self.registry:
+            self.registry.set_failed(name, str(error))
+
+    # ---- serving -----------------------------------------------------------------
+
+    def serve(self, model: ModelVersion) -> None:
+        """Make a loaded model take traffic; versions it replaces drain in the background."""
+        telemetry = BatchTelemetry(model.name, self._tracing, self._metrics)
+        model.start(self._executor, self.max_inflight_batches, telemetry, self.inline_below_s)
+        for old in self.registry.set_ready(model):
+            self._retire(old)
+
+    def _retire(self, model: ModelVersion) -> None:
+        task = asyncio.get_running_loop().create_task(model.aclose(drain=True))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def reconfigure(self, model: ModelVersion, config: mc.ModelConfig) -> None:
+        """Give a serving version new batching, cache and routing settings, live.
+
+        Only what is read per batch or per request may differ from the old config
+        (infergate.gateway.core.live_config checks that).
+        """
+        # Everything that can refuse the config first, so a refusal changes nothing.
+        batching = policy_from_config(config, model.queue.policy.max_inflight)
+        routing = None
+        if config.routing != model.config.routing:
+            routing = make_policy(config.routing, model.arms)
+        # In place: whoever holds the version sees one config, never a mix.
+        model.config.CopyFrom(config)
+        if model.spec.max_batch_size != config.max_batch_size:
+            model.spec = replace(model.spec, max_batch_size=config.max_batch_size)
+        model.queue.update_policy(batching)
+        if routing is not None:
+            model.router.policy = routing
+
+    async def unload(self, name: str, drain: bool = True) -> list[ModelVersion]:
+        """Stop routing requests to a model, finish (or fail) its queue, free it."""
+        versions = self.registry.remove(name)
+        await asyncio.gather(*(model.aclose(drain=drain) for model in versions))
+        return versions
+
+    async def forget_answers(self, name: str, version: str | None = None) -> None:
+        """Drop a model's cached responses (one version's, or all): its name and
+        version may now mean other bytes. Other models' answers stay."""
+        dropped = await self.cache.invalidate(name, version)
+        if dropped:
+            log.info("model %s: forgot %d cached responses", name, dropped)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for entry in list(self.registry):
+            for model in self.registry.remove(entry.name):
+                await model.aclose(drain=False)
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        # Waiting for running calls blocks: do it off the event loop.
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+    # ---- figures -----------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The figures metrics report at scrape time.
+
+        Called from the metrics thread while the event loop may add or remove a
+        model: reads only, and reads again if the registry changed underneath.
+        """
+        for _ in range(3):
+            try:
+                return self._snapshot()
+            except RuntimeError:  # "dictionary changed size during iteration"
+                continue
+        return self._snapshot()
+
+    def _snapshot(self) -> Snapshot:
+        models = []
+        states: dict[str, int] = {}
+        for entry in list(self.registry):
+            states[entry.state.value] = states.get(entry.state.value, 0) + 1
+            for model in list(entry.versions.values()):
+                # Every version in the registry was started before it got there.
+                queue, router = model.queue, model.router
+                models.append(
+                    ModelSnapshot(
+                        model=model.name,
+                        version=model.version,
+                        queue_depth=queue.depth,
+                        inflight_batches=queue.inflight,
+                        cache_hits=model.stats.cache_hit.count,
+                        cache_misses=model.stats.cache_miss.count,
+                        inference_count=model.stats.inference_count,
+                        execution_count=model.stats.execution_count,
+                        arms=router.describe(),
+                    )
+                )
+        cache = self.cache.stats()
+        return Snapshot(models, states, cache.used_bytes, cache.entries, cache.evictions)
