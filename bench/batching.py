@@ -11,7 +11,7 @@ process at batch 32 (default session options, ORT_ENABLE_ALL, ~3 s of calls afte
 warm-up): that is the ceiling a gateway can approach, and "on / in-process" says how
 close it gets.
 
-Targets (issue 4, DESIGN.md "Performance"): mlp_large on/off >= 5x; mlp_large on vs
+Targets (issue 4; docs/benchmark-results.md): mlp_large on/off >= 5x; mlp_large on vs
 in-process >= 0.6x; cnn on/off must not lose throughput (>= 1.0x).
 
     python -m bench.batching --repository models/repository --sweep

@@ -13,7 +13,7 @@ the transport) and `infergate.clients.Client` (builds the protobuf from numpy an
 decodes the answer: what a Python user sees). The hit ratio is the server's own, from
 ModelStatistics (cache_hit / (cache_hit + cache_miss)) over each run.
 
-Target (issue 4, DESIGN.md): hit p50 well under a millisecond.
+Target (issue 4; docs/benchmark-results.md): hit p50 well under a millisecond.
 """
 
 from __future__ import annotations
