@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run the gateway",
         description="Run the gateway.",
         epilog=_SERVE_EPILOG,
+        # No prefixes: `--admin-token SECRET` must not be taken as --admin-token-file
+        # (the secret would end up in `ps` and in an error message).
+        allow_abbrev=False,
     )
     _add_setting_flags(serve)
     # Not a setting: where this run reports its port, for whoever started it.

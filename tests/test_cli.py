@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infergate.cli import main
 from infergate.settings import SETTING_SPECS, Settings
 from tests.test_settings import sample
 
@@ -312,3 +313,10 @@ def test_a_bad_flag_value_is_argparses_error(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         _parser().parse_args(["serve", "--port", "eighty"])
     assert "argument --port: invalid int value: 'eighty'" in capsys.readouterr().err
+
+
+def test_serve_takes_no_abbreviated_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--admin-token SECRET` is no flag: it must not become --admin-token-file SECRET."""
+    with pytest.raises(SystemExit):
+        main(["serve", "--admin-token", "s3cret-value"])
+    assert "unrecognized arguments" in capsys.readouterr().err
