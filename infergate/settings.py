@@ -118,6 +118,15 @@ class Settings:
             "recent call took at most this long; 0: never"
         ),
     )
+    # Threads cannot be stopped: a hung call keeps its thread, but no more work goes
+    # to its arm (its circuit opens) and its batch fails over.
+    execution_timeout_s: float = field(
+        default=30.0,
+        metadata=option(
+            "a runtime call running longer is taken for hung: its batch fails over and "
+            "its arm is skipped for a cool-down; 0: no limit"
+        ),
+    )
     response_cache_mb: int = field(
         default=256,
         metadata=option("response cache in MiB, shared by every model with response_cache enabled"),

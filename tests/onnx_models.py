@@ -66,3 +66,35 @@ def add_model(path: Path) -> Path:
         ],
     )
     return _save(graph, path)
+
+
+def poisonable_model(path: Path) -> Path:
+    """y = x, FP32 [batch, 4], through a Reshape whose shape comes from the values.
+
+    The inner shape is [-1, k] with k = int(max(x)): for inputs in [0, 1] (k <= 1) the
+    model is an identity; a batch holding a value like 1000.0 makes onnxruntime fail
+    ("cannot be reshaped") whenever its element count does not divide by 1000. The
+    runtime failing because of one request's values, as a hostile client would arrange.
+    """
+    dims: list[int | str] = ["batch", 4]
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMax", ["x"], ["top"], keepdims=0),
+            helper.make_node("Max", ["top", "one"], ["k_float"]),
+            helper.make_node("Cast", ["k_float"], ["k"], to=TensorProto.INT64),
+            helper.make_node("Unsqueeze", ["k", "axis0"], ["k1"]),
+            helper.make_node("Concat", ["minus_one", "k1"], ["inner_shape"], axis=0),
+            helper.make_node("Reshape", ["x", "inner_shape"], ["inner"]),
+            helper.make_node("Reshape", ["inner", "outer_shape"], ["y"]),
+        ],
+        "poisonable",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
+        initializer=[
+            helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+            helper.make_tensor("minus_one", TensorProto.INT64, [1], [-1]),
+            helper.make_tensor("outer_shape", TensorProto.INT64, [2], [-1, 4]),
+            helper.make_tensor("axis0", TensorProto.INT64, [1], [0]),
+        ],
+    )
+    return _save(graph, path)

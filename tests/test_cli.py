@@ -204,6 +204,7 @@ SERVE_FLAGS = {
     "--worker-threads",
     "--max-inflight-batches",
     "--inline-below-us",
+    "--execution-timeout-s",
     "--response-cache-mb",
     "--intra-op-threads",
     "--inter-op-threads",

@@ -42,8 +42,11 @@ _ORT_TYPES = {
     "tensor(bfloat16)": "BF16",
 }
 _ONNX_BFLOAT16 = 16  # onnx.TensorProto.BFLOAT16
-# onnxruntime's log levels: 0 verbose .. 3 error, 4 fatal.
-_ORT_LOG_ERROR = 3
+# onnxruntime's log levels: 0 verbose .. 3 error, 4 fatal. Fatal only: a failed run
+# is logged by onnxruntime as an error on stderr, so every request with bad values
+# would write two lines there (a log flood any client could drive); the gateway
+# reports failures itself, with the runtime's message.
+_ORT_LOG_FATAL = 4
 
 
 @functools.cache
@@ -86,7 +89,7 @@ class OnnxRuntimeBackend(Backend):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = options.intra_op_threads
         so.inter_op_num_threads = options.inter_op_threads
-        so.log_severity_level = _ORT_LOG_ERROR
+        so.log_severity_level = _ORT_LOG_FATAL
         provider_options = [_provider_options(p, options) for p in choice.providers]
         try:
             session = ort.InferenceSession(

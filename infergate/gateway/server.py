@@ -21,6 +21,7 @@ from infergate.gateway.core.lifecycle import ModelLifecycle
 from infergate.gateway.core.lru_store import LRUStore
 from infergate.gateway.core.model_control import ModelControl
 from infergate.gateway.core.pipeline import InferenceCore
+from infergate.gateway.core.routing import RunOptions
 from infergate.gateway.servicers.admin_service import AdminServicer
 from infergate.gateway.servicers.inference import InferenceServicer
 from infergate.gateway.servicers.observe import InferenceObserver
@@ -71,7 +72,10 @@ class GatewayServer:
             cache,
             worker_threads=settings.worker_threads,
             max_inflight_batches=settings.max_inflight_batches,
-            inline_below_s=settings.inline_below_us / 1e6,
+            run_options=RunOptions(
+                inline_below_s=settings.inline_below_us / 1e6,
+                execution_timeout_s=settings.execution_timeout_s,
+            ),
             default_max_batch_size=settings.default_max_batch_size,
         )
         self.core = InferenceCore(self.lifecycle.registry, cache)

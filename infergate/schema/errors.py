@@ -24,6 +24,14 @@ class InvalidInput(GatewayError):
     """The request does not match the protocol or the model's inputs."""
 
 
+class InputRejected(InvalidInput):
+    """The runtime failed on this request's values while it runs other inputs.
+
+    Found by the router (the arm still runs its canary), so the failure follows the
+    request: it fails that request alone and never counts against the arm.
+    """
+
+
 class QueueFull(GatewayError):
     """The model's queue is at its limit; the request was rejected at once."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from infergate.backends.base import LoadedModel
 from infergate.gateway.core.latency import LatencyModel
+from infergate.schema.tensors import Tensors
 
 # Consecutive failures that open an arm's circuit, and how long it stays open.
 FAILURES_TO_OPEN = 3
@@ -64,6 +65,9 @@ class Arm:
     circuit: Circuit = Circuit.CLOSED
     open_until: float = 0.0
     last_used: float = float("-inf")  # clock time of the last batch it ran
+    # Inputs this arm is known to run (its warm-up): after a failed call, a canary
+    # that still runs shows the failure came from the call's inputs, not the arm.
+    canary: Tensors | None = field(default=None, repr=False)
 
     @functools.cached_property
     def name(self) -> str:
@@ -96,6 +100,12 @@ class Arm:
         self.consecutive_failures = 0
         self.circuit = Circuit.CLOSED
         self.latency.observe(rows, seconds)
+
+    def record_hang(self, error: str, now: float) -> None:
+        """A call that never came back: no more work goes here until the cool-down ends."""
+        self.record_failure(error, now)
+        self.circuit = Circuit.OPEN
+        self.open_until = now + COOL_DOWN_S
 
     def record_failure(self, error: str, now: float) -> None:
         self.failures += 1

@@ -40,6 +40,7 @@ from infergate.schema.errors import (
     BackendFailed,
     DeadlineExceeded,
     GatewayError,
+    InputRejected,
     QueueFull,
     Unavailable,
 )
@@ -353,46 +354,78 @@ class BatchQueue:
         if not batch:
             return
         started = time.perf_counter_ns()
-        started_wall_ns = time.time_ns()
         for item in batch:
             item.started = True
             self._stats.queue.add(started - item.enqueued_ns)
-        rows = sum(item.rows for item in batch)
-        if len(batch) == 1:
-            stacked = batch[0].inputs
-        else:
-            names = batch[0].inputs.keys()
-            stacked = {n: np.concatenate([item.inputs[n] for item in batch]) for n in names}
+        if await self._run_group(batch, release) is not None:
+            await self._isolate(batch)  # in this batch's slot: isolating costs calls
+
+    async def _run_group(
+        self, group: list[_Pending], release: Callable[[], None]
+    ) -> InputRejected | None:
+        """Run `group` as one runtime call and answer its requests.
+
+        Returns the rejection instead when the runtime refused the group's input
+        values and the group has several requests, so that the caller can find the
+        one at fault; the slot is then still held (`release` not called).
+        """
+        started = time.perf_counter_ns()
+        times = (started, time.time_ns())  # perf_counter_ns, time_ns
+        rows = sum(item.rows for item in group)
+        stacked = _stack(group)
         input_ns = time.perf_counter_ns() - started
-        traces = [item.trace for item in batch]
-        enqueued = [item.enqueued_ns for item in batch]
-        times = (started, started_wall_ns)  # perf_counter_ns, time_ns
+        traces = [item.trace for item in group]
+        enqueued = [item.enqueued_ns for item in group]
         try:
-            try:
-                execution = await self._execute(stacked)
-            finally:
-                release()  # the next batch starts now, while this one is answered
-            split_started = time.perf_counter_ns()
-            parts = _split(execution.outputs, [item.rows for item in batch], self.name)
-        except GatewayError as exc:
-            self._fail(batch, exc)
+            execution = await self._execute(stacked)
+        except InputRejected as exc:
             self._telemetry.batch_done(traces, enqueued, rows, times, None, exc)
-            return
+            if len(group) > 1:
+                return exc
+            release()
+            self._fail(group, exc)
+            return None
         except Exception as exc:
-            self._fail(batch, BackendFailed(f"model '{self.name}': {type(exc).__name__}: {exc}"))
+            release()
+            error = (
+                exc
+                if isinstance(exc, GatewayError)
+                else BackendFailed(f"model '{self.name}': {type(exc).__name__}: {exc}")
+            )
+            self._fail(group, error)
             self._telemetry.batch_done(traces, enqueued, rows, times, None, exc)
-            return
-        for item, part in zip(batch, parts, strict=True):
+            return None
+        release()  # the next batch starts now, while this one is answered
+        split_started = time.perf_counter_ns()
+        try:
+            parts = _split(
+                execution.outputs,
+                [item.rows for item in group],
+                self.name,
+                batches=self.policy.max_batch_size > 0,
+            )
+        except GatewayError as exc:
+            self._fail(group, exc)
+            self._telemetry.batch_done(traces, enqueued, rows, times, None, exc)
+            return None
+        for item, part in zip(group, parts, strict=True):
             if not item.future.done():
                 item.future.set_result(part)
         self._stats.record_execution(
-            rows,
-            len(batch),
-            input_ns,
-            execution.infer_ns,
-            time.perf_counter_ns() - split_started,
+            rows, len(group), input_ns, execution.infer_ns, time.perf_counter_ns() - split_started
         )
         self._telemetry.batch_done(traces, enqueued, rows, times, execution)
+        return None
+
+    async def _isolate(self, group: list[_Pending]) -> None:
+        """Answer a rejected batch: run its halves apart, recursively, so that only the
+        requests whose values the runtime refuses fail (log2 of the batch's requests
+        calls deep per bad request); their batch-mates get their answers."""
+        middle = len(group) // 2
+        for part in (group[:middle], group[middle:]):
+            part = [item for item in part if not item.future.done()]
+            if part and await self._run_group(part, _keep_slot) is not None:
+                await self._isolate(part)
 
     @staticmethod
     def _fail(batch: list[_Pending], error: GatewayError) -> None:
@@ -401,16 +434,32 @@ class BatchQueue:
                 item.future.set_exception(error)
 
 
-def _split(outputs: Tensors, row_counts: list[int], name: str) -> list[Tensors]:
+def _keep_slot() -> None:
+    """The release of a call made inside a slot someone else frees."""
+
+
+def _stack(group: list[_Pending]) -> Tensors:
+    if len(group) == 1:
+        return group[0].inputs
+    names = group[0].inputs.keys()
+    return {n: np.concatenate([item.inputs[n] for item in group]) for n in names}
+
+
+def _split(outputs: Tensors, row_counts: list[int], name: str, batches: bool) -> list[Tensors]:
+    """Each request's rows of the outputs; for a batching model, every output must have
+    one row per input row, also for a call that served one request (a runtime that
+    returns fewer would otherwise answer a 3-row request with 1 row, unnoticed)."""
+    total = sum(row_counts)
+    if batches:
+        for output_name, array in outputs.items():
+            if array.ndim == 0 or array.shape[0] != total:
+                raise BackendFailed(
+                    f"model '{name}': output '{output_name}' has shape {list(array.shape)}, "
+                    f"which does not split into the call's {total} input rows (a batching "
+                    "model returns one output row per input row)"
+                )
     if len(row_counts) == 1:
         return [outputs]
-    total = sum(row_counts)
-    for output_name, array in outputs.items():
-        if array.ndim == 0 or array.shape[0] != total:
-            raise BackendFailed(
-                f"model '{name}': output '{output_name}' has shape {list(array.shape)}, "
-                f"which does not split into the batch's {total} rows"
-            )
     bounds = np.cumsum([0, *row_counts])
     return [
         {n: a[bounds[i] : bounds[i + 1]] for n, a in outputs.items()}

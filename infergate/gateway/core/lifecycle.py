@@ -24,7 +24,7 @@ from infergate.gateway.core.loader import load_model
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.registry import ModelRegistry
 from infergate.gateway.core.repository import ModelSource, list_models, read_model
-from infergate.gateway.core.routing import DEFAULT_INLINE_BELOW_S, make_policy
+from infergate.gateway.core.routing import DEFAULT_RUN_OPTIONS, RunOptions, make_policy
 from infergate.protocol import model_config_pb2 as mc
 from infergate.schema.errors import GatewayError, ModelLoadError
 from infergate.telemetry.metrics import Metrics, ModelSnapshot, Snapshot
@@ -42,7 +42,7 @@ class ModelLifecycle:
         *,
         worker_threads: int = 2,
         max_inflight_batches: int = 1,
-        inline_below_s: float = DEFAULT_INLINE_BELOW_S,
+        run_options: RunOptions = DEFAULT_RUN_OPTIONS,
         default_max_batch_size: int = 32,
     ) -> None:
         self.backends = dict(backends)
@@ -51,7 +51,7 @@ class ModelLifecycle:
         self.cache = cache
         self.default_max_batch_size = default_max_batch_size
         self.max_inflight_batches = max_inflight_batches
-        self.inline_below_s = inline_below_s
+        self.run_options = run_options
         self.registry = ModelRegistry()
         self._executor = ThreadPoolExecutor(
             max_workers=max(1, worker_threads), thread_name_prefix="infergate-worker"
@@ -130,7 +130,7 @@ class ModelLifecycle:
     def serve(self, model: ModelVersion) -> None:
         """Make a loaded model take traffic; versions it replaces drain in the background."""
         telemetry = BatchTelemetry(model.name, self._tracing, self._metrics)
-        model.start(self._executor, self.max_inflight_batches, telemetry, self.inline_below_s)
+        model.start(self._executor, self.max_inflight_batches, telemetry, self.run_options)
         for old in self.registry.set_ready(model):
             self._retire(old)
 

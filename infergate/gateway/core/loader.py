@@ -20,7 +20,7 @@ from infergate.gateway.core.repository import ModelSource
 from infergate.protocol import model_config_pb2 as mc
 from infergate.schema import datatypes
 from infergate.schema.errors import ModelLoadError
-from infergate.schema.tensors import VARIABLE, ModelSpec
+from infergate.schema.tensors import VARIABLE, ModelSpec, Tensors
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,8 @@ def load_model(
                 if not config.platform:
                     config.platform = _BACKEND_PLATFORMS.get(backend.name, backend.name)
             arm_spec = reconcile(config, runtime.inputs, runtime.outputs)
-            warm_up(runtime, arm_spec, source.name)
-            arm = Arm(backend.name, runtime.device, "fp32", runtime)
+            canary = warm_up(runtime, arm_spec, source.name)
+            arm = Arm(backend.name, runtime.device, "fp32", runtime, canary=canary)
             profile(arm, arm_spec)
         except Exception as exc:
             if runtime is not None:
@@ -203,15 +203,20 @@ def profile(arm: Arm, spec: ModelSpec, runs: int = 3) -> None:
         arm.latency.observe(rows, float(np.median(times)))
 
 
-def warm_up(runtime: LoadedModel, spec: ModelSpec, name: str) -> None:
-    """One inference on zeros at batch 1: proves the model runs and pays lazy set-up."""
+def warm_up(runtime: LoadedModel, spec: ModelSpec, name: str) -> Tensors:
+    """One inference on zeros at batch 1: proves the model runs and pays lazy set-up.
+
+    Returns the inputs it ran: the arm's canary (see Router.execute).
+    """
+    inputs = _zeros(spec, 1)
     try:
-        outputs = runtime.infer(_zeros(spec, 1))
+        outputs = runtime.infer(inputs)
     except Exception as exc:
         raise ModelLoadError(f"model '{name}' failed its warm-up inference: {exc}") from exc
     missing = set(spec.output_names()) - set(outputs)
     if missing:
         raise ModelLoadError(f"model '{name}' did not return outputs {sorted(missing)}")
+    return inputs
 
 
 def _zeros(spec: ModelSpec, rows: int) -> dict[str, np.ndarray]:

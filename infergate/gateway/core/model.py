@@ -9,7 +9,7 @@ from infergate.backends.base import LoadedModel
 from infergate.gateway.core.arms import Arm
 from infergate.gateway.core.batch_telemetry import BatchTelemetry
 from infergate.gateway.core.batching import BatchQueue, policy_from_config
-from infergate.gateway.core.routing import DEFAULT_INLINE_BELOW_S, Router, make_policy
+from infergate.gateway.core.routing import DEFAULT_RUN_OPTIONS, Router, RunOptions, make_policy
 from infergate.gateway.core.stats import ModelStats
 from infergate.protocol import model_config_pb2 as mc
 from infergate.schema.errors import Unavailable
@@ -44,7 +44,7 @@ class ModelVersion:
         executor: Executor,
         max_inflight: int,
         telemetry: BatchTelemetry | None = None,
-        inline_below_s: float = DEFAULT_INLINE_BELOW_S,
+        run_options: RunOptions = DEFAULT_RUN_OPTIONS,
     ) -> None:
         """Start serving: router and batch queue (the queue needs the running loop).
 
@@ -57,7 +57,7 @@ class ModelVersion:
             self.arms,
             make_policy(self.config.routing, self.arms),
             executor,
-            inline_below_s=inline_below_s,
+            options=run_options,
         )
         for arm in self.arms:
             arm.load.capacity = max_inflight

@@ -26,7 +26,7 @@ import numpy as np
 from infergate.gateway.core.arms import Arm, DeviceLoad
 from infergate.protocol import model_config_pb2 as mc
 from infergate.schema.arm_stats import ArmStats
-from infergate.schema.errors import BackendFailed, InvalidInput, Unavailable
+from infergate.schema.errors import BackendFailed, InputRejected, InvalidInput, Unavailable
 from infergate.schema.tensors import Tensors
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,23 @@ LOG_INTERVAL_S = 10.0
 # batches: a new arm's first calls are its unknowns.
 DEFAULT_INLINE_BELOW_S = 200e-6
 INLINE_AFTER_SAMPLES = 8
+# A runtime call on a worker thread that takes longer than this is taken for a hung
+# runtime: the batch fails over and the arm's circuit opens at once. Generous, since
+# a real batch of a big model on a busy CPU can take seconds; 0: no limit.
+DEFAULT_EXECUTION_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the router runs calls, for every model of a gateway (settings)."""
+
+    # A call whose arm ran one of its recent calls this fast runs on the event loop.
+    inline_below_s: float = DEFAULT_INLINE_BELOW_S
+    # A threaded call running longer is a hang (see DEFAULT_EXECUTION_TIMEOUT_S).
+    execution_timeout_s: float = DEFAULT_EXECUTION_TIMEOUT_S
+
+
+DEFAULT_RUN_OPTIONS = RunOptions()
 
 
 @dataclass(frozen=True)
@@ -230,7 +247,7 @@ class Router:
         policy: RoutingPolicy,
         executor: Executor,
         clock: Callable[[], float] = time.monotonic,
-        inline_below_s: float = DEFAULT_INLINE_BELOW_S,
+        options: RunOptions = DEFAULT_RUN_OPTIONS,
     ) -> None:
         if not arms:
             raise ValueError("a router needs at least one arm")
@@ -240,14 +257,27 @@ class Router:
         self.policy = policy
         self._executor = executor
         self._clock = clock
-        self.inline_below_s = inline_below_s  # 0: every call on a worker thread
+        self.inline_below_s = options.inline_below_s  # 0: every call on a worker thread
+        self.execution_timeout_s = options.execution_timeout_s
         self.inline_batches = 0
+        # Failures the runtime raised for the inputs' values, not the arm's health.
+        self.input_faults = 0
         self._batch_ids = itertools.count()
         self._preferred = ""
         self._logged_at = float("-inf")
 
     async def execute(self, inputs: Tensors) -> Execution:
-        """Run one batch on the best arm, failing over once to the next."""
+        """Run one batch on the best arm, failing over once to the next.
+
+        Who is to blame for a failure decides what follows. After a call fails, the
+        arm runs its canary (inputs it is known to run: its warm-up); if that
+        succeeds, the arm is healthy and these inputs' values made the runtime fail
+        (an input-dependent reshape, invalid UTF-8 in a string tensor...): that
+        never counts against the arm, so no client can open a circuit for everyone
+        by sending bad values. Only a failing canary (or a hang) counts. When every
+        arm tried rejects the inputs, InputRejected tells the caller (the batch
+        queue, which then finds the request at fault among the batch's).
+        """
         rows = _rows(inputs)
         now = self._clock()
         usable = [a for a in self.arms if a.usable(now)]
@@ -258,24 +288,68 @@ class Router:
             )
         order = self.policy.order(usable, rows, now)
         self._note_preference(order[0], now)
-        errors: list[str] = []
+        arm_errors: list[str] = []
+        rejections: list[str] = []
         # Retried once, on the next-best arm.
         for arm in order[:2]:
             try:
                 return await self._run(arm, inputs, rows)
+            except ExecutionHung as exc:
+                arm.record_hang(str(exc), self._clock())
+                arm_errors.append(f"{arm.name}: {exc}")
+                log.error("model %s: arm %s: %s", self.model, arm.name, exc)
             except BackendFailed as exc:
+                if await self._healthy(arm):
+                    self.input_faults += 1
+                    rejections.append(f"{arm.name}: {exc}")
+                    continue
                 arm.record_failure(str(exc), self._clock())
-                errors.append(f"{arm.name}: {exc}")
+                arm_errors.append(f"{arm.name}: {exc}")
                 log.warning("model %s: arm %s failed: %s", self.model, arm.name, exc)
-        if len(errors) == 1:
-            raise BackendFailed(errors[0])
+        if rejections:
+            raise InputRejected(
+                f"model '{self.model}': the runtime rejected the request's input values "
+                f"(it runs other inputs): {'; '.join(rejections)}"
+            )
+        if len(arm_errors) == 1:
+            raise BackendFailed(arm_errors[0])
         raise Unavailable(
-            f"model '{self.model}': the batch failed on every arm tried: " + "; ".join(errors)
+            f"model '{self.model}': the batch failed on every arm tried: " + "; ".join(arm_errors)
         )
+
+    async def _healthy(self, arm: Arm) -> bool:
+        """Whether the arm still runs its canary; an arm without one counts as failing."""
+        canary = arm.canary
+        if canary is None:
+            return False
+        try:
+            await self._call(arm, canary, run_inline=False)
+        except Exception as exc:
+            log.warning("model %s: arm %s failed its canary: %s", self.model, arm.name, exc)
+            return False
+        return True
 
     async def _run(self, arm: Arm, inputs: Tensors, rows: int) -> Execution:
         batch_id = next(self._batch_ids)
         arm.load.running[batch_id] = (self._clock(), arm.latency.predict_s(rows))
+        inline = self._runs_inline(arm, rows)
+        if inline:
+            self.inline_batches += 1
+        try:
+            outputs, wall_ns, seconds = await self._call(arm, inputs, inline)
+        except ExecutionHung:
+            raise
+        except Exception as exc:
+            raise BackendFailed(f"{type(exc).__name__}: {_shown(str(exc))}") from exc
+        finally:
+            arm.load.running.pop(batch_id, None)
+        arm.record_success(rows, seconds, self._clock())
+        return Execution(outputs, arm, int(seconds * 1e9), wall_ns)
+
+    async def _call(
+        self, arm: Arm, inputs: Tensors, run_inline: bool
+    ) -> tuple[Tensors, int, float]:
+        """One runtime call: (outputs, wall-clock start ns, seconds)."""
 
         def run() -> tuple[Tensors, int, float]:
             wall_ns = time.time_ns()
@@ -283,19 +357,22 @@ class Router:
             outputs = arm.runtime.infer(inputs)
             return outputs, wall_ns, self._clock() - start
 
+        if run_inline:
+            return run()
+        future = asyncio.get_running_loop().run_in_executor(self._executor, run)
+        if not self.execution_timeout_s:
+            return await future
         try:
-            if self._runs_inline(arm, rows):
-                self.inline_batches += 1
-                outputs, wall_ns, seconds = run()
-            else:
-                loop = asyncio.get_running_loop()
-                outputs, wall_ns, seconds = await loop.run_in_executor(self._executor, run)
-        except Exception as exc:
-            raise BackendFailed(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            arm.load.running.pop(batch_id, None)
-        arm.record_success(rows, seconds, self._clock())
-        return Execution(outputs, arm, int(seconds * 1e9), wall_ns)
+            # shield: on a timeout the call goes on in its thread (threads cannot be
+            # stopped); what it returns then is dropped.
+            return await asyncio.wait_for(asyncio.shield(future), self.execution_timeout_s)
+        except TimeoutError:
+            future.add_done_callback(_retrieve)
+            raise ExecutionHung(
+                f"a runtime call took more than {self.execution_timeout_s:g} s "
+                "(--execution-timeout-s); taken for hung, its worker thread is lost "
+                "until it returns"
+            ) from None
 
     def _runs_inline(self, arm: Arm, rows: int) -> bool:
         """Whether this call is measured to be cheaper than a thread hop.
@@ -362,6 +439,21 @@ class Router:
             )
             for arm in self.arms
         ]
+
+
+class ExecutionHung(BackendFailed):
+    """A runtime call ran past the execution timeout."""
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Collect the outcome of a call nobody waits for any more."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _shown(message: str, limit: int = 500) -> str:
+    """A runtime's message, bounded: some echo whole tensors."""
+    return message if len(message) <= limit else message[:limit] + f"... ({len(message)} chars)"
 
 
 def _rows(inputs: Mapping[str, np.ndarray]) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
@@ -21,10 +23,11 @@ from infergate.gateway.core.routing import (
     LatencyPolicy,
     RoundRobinPolicy,
     Router,
+    RunOptions,
     make_policy,
 )
 from infergate.protocol import model_config_pb2 as mc
-from infergate.schema.errors import BackendFailed, InvalidInput, Unavailable
+from infergate.schema.errors import BackendFailed, InputRejected, InvalidInput, Unavailable
 from infergate.schema.tensors import TensorSpec
 
 
@@ -315,7 +318,9 @@ async def test_calls_measured_cheaper_than_a_thread_hop_run_on_the_loop() -> Non
     clock = Clock()
     fast = arm(clock, "a", 0.00005)  # 50 us a call
     executor = CountingExecutor()
-    router = Router("m", [fast], LatencyPolicy(), executor, clock, inline_below_s=0.0002)
+    router = Router(
+        "m", [fast], LatencyPolicy(), executor, clock, RunOptions(inline_below_s=0.0002)
+    )
     for _ in range(INLINE_AFTER_SAMPLES):
         await router.execute(x(1))
     assert executor.submitted == INLINE_AFTER_SAMPLES  # measured first, on the threads
@@ -343,7 +348,9 @@ async def test_calls_measured_cheaper_than_a_thread_hop_run_on_the_loop() -> Non
 async def test_inline_execution_can_be_turned_off() -> None:
     clock = Clock()
     executor = CountingExecutor()
-    router = Router("m", [arm(clock, "a", 0.00001)], LatencyPolicy(), executor, clock, 0.0)
+    router = Router(
+        "m", [arm(clock, "a", 0.00001)], LatencyPolicy(), executor, clock, RunOptions(0.0)
+    )
     for _ in range(INLINE_AFTER_SAMPLES + 5):
         await router.execute(x(1))
     assert router.inline_batches == 0 and executor.submitted == INLINE_AFTER_SAMPLES + 5
@@ -364,3 +371,69 @@ async def test_a_failing_inline_call_fails_over_like_a_threaded_one() -> None:
     # a's call failed inline; b, measured only a few times so far, ran on a thread.
     assert b.latency.samples <= INLINE_AFTER_SAMPLES
     assert router.inline_batches == inline + 1
+
+
+class ValueSensitiveRuntime(TimedRuntime):
+    """Fails on any batch holding a negative value (the request's fault), or on every
+    call once `failing` is set (the runtime's fault)."""
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if (inputs["x"] < 0).any():
+            self.calls += 1
+            raise ValueError("cannot handle negative values")
+        return super().infer(inputs)
+
+
+def canaried_arm(clock: Clock, backend: str, fixed_s: float) -> Arm:
+    runtime = ValueSensitiveRuntime(clock, fixed_s)
+    return Arm(backend, "cpu", "fp32", runtime, canary={"x": np.zeros((1, 4), np.float32)})
+
+
+async def test_inputs_that_fail_every_arm_are_rejected_without_counting_against_the_arms() -> None:
+    clock = Clock()
+    a, b = canaried_arm(clock, "a", 0.001), canaried_arm(clock, "b", 0.002)
+    router = Router("m", [a, b], LatencyPolicy(explore_fraction=0), InlineExecutor(), clock)
+    for _ in range(5):  # more than FAILURES_TO_OPEN
+        with pytest.raises(InputRejected, match="negative values"):
+            await router.execute({"x": -np.ones((2, 4), np.float32)})
+    assert a.failures == b.failures == 0
+    assert a.circuit is Circuit.CLOSED and b.circuit is Circuit.CLOSED
+    assert router.input_faults == 10  # each batch tried on both arms
+    assert (await router.execute(x())).arm is a
+
+
+async def test_an_arm_whose_canary_fails_too_is_counted_and_skipped() -> None:
+    clock = Clock()
+    a, b = canaried_arm(clock, "a", 0.001), canaried_arm(clock, "b", 0.002)
+    router = Router("m", [a, b], LatencyPolicy(explore_fraction=0), InlineExecutor(), clock)
+    assert isinstance(a.runtime, TimedRuntime)
+    a.runtime.failing = True  # every call fails now, the canary's too
+    for _ in range(3):
+        assert (await router.execute(x())).arm is b
+    assert a.failures == 3 and a.circuit is Circuit.OPEN
+    assert router.input_faults == 0
+
+
+async def test_a_hung_call_fails_over_and_opens_the_arm_at_once() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    clock = Clock()
+    release = threading.Event()
+
+    class Hanging(TimedRuntime):
+        def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            release.wait(10)
+            return super().infer(inputs)
+
+    a = Arm("a", "cpu", "fp32", Hanging(clock, 0.001))
+    b = arm(clock, "b", 0.002)
+    a.latency.observe(1, 0.0001)  # a looks fastest, so it goes first
+    with ThreadPoolExecutor(2) as pool:
+        router = Router(
+            "m", [a, b], FixedPolicy("a"), pool, clock, RunOptions(0.0, execution_timeout_s=0.2)
+        )
+        started = time.monotonic()
+        execution = await router.execute(x())
+        assert execution.arm is b and time.monotonic() - started < 2.0
+        assert a.circuit is Circuit.OPEN and "took more than 0.2 s" in a.last_error
+        release.set()
