@@ -21,38 +21,54 @@ from infergate.gateway.core.request import (
     ParameterValue,
 )
 from infergate.gateway.core.stats import Duration, ModelStats
+from infergate.gateway.core.validate import validate_inputs
 from infergate.protocol import inference_pb2 as pb
 from infergate.schema import codec, datatypes
-from infergate.schema.errors import InvalidInput
+from infergate.schema.datatypes import Datatype
+from infergate.schema.errors import InvalidInput, shown, shown_list
+from infergate.schema.tensors import ModelSpec
 
 # ---- requests -------------------------------------------------------------------
 
 
-def decode_request(message: pb.ModelInferRequest) -> InferRequest:
-    """A core request from the wire; InvalidInput naming the tensor when malformed."""
+# numpy takes at most 64 dimensions; no model here has more than a handful.
+MAX_RANK = 32
+# Larger than any real tensor's dimension, small enough that no product overflows
+# what numpy can describe.
+MAX_DIMENSION = 2**31 - 1
+# BYTES inputs with more elements than this are decoded on a worker thread: the
+# decode is a Python loop, and the event loop must keep serving meanwhile.
+DECODE_ON_THREAD_ELEMENTS = 4096
+
+
+def decode_request(message: pb.ModelInferRequest, spec: ModelSpec | None = None) -> InferRequest:
+    """A core request from the wire; InvalidInput naming the tensor when malformed.
+
+    Every check that needs no data runs first, against the message's actual byte
+    counts and, when given, the model's spec (names, datatypes, shapes, batch
+    size): so a 33-byte request claiming a [250000000, 1] BYTES tensor is refused
+    before anything is allocated. Fixed-size raw inputs are then views of the
+    message's own bytes (no copy); BYTES elements cost at most their share of the
+    message (each takes at least a 4-byte length prefix on the wire).
+    """
     raw = message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries but the request has "
             f"{len(message.inputs)} inputs; send one raw entry per input, in order"
         )
+    headers = [_header(tensor) for tensor in message.inputs]
+    if spec is not None:
+        validate_inputs(message.model_name, ((n, d.name, s) for n, d, s in headers), spec)
     inputs = []
-    for index, tensor in enumerate(message.inputs):
-        name = tensor.name
-        datatype = datatypes.BY_NAME.get(tensor.datatype)
-        if datatype is None:
-            raise InvalidInput(
-                f"input '{name}' has unknown datatype '{tensor.datatype}'; expected one of "
-                f"{sorted(datatypes.BY_NAME)}"
-            )
-        shape = tuple(tensor.shape)
-        if any(d < 0 for d in shape):
-            raise InvalidInput(f"input '{name}' has a negative dimension in shape {list(shape)}")
+    for index, (tensor, (name, datatype, shape)) in enumerate(
+        zip(message.inputs, headers, strict=True)
+    ):
         has_contents = tensor.HasField("contents")
         if raw:
             if has_contents:
                 raise InvalidInput(
-                    f"input '{name}' has typed contents while the request also carries "
+                    f"input {shown(name)} has typed contents while the request also carries "
                     "raw_input_contents; send every input one way or the other, not both"
                 )
             data = codec.decode_raw(name, datatype, shape, raw[index])
@@ -69,6 +85,43 @@ def decode_request(message: pb.ModelInferRequest) -> InferRequest:
     )
 
 
+def decodes_on_thread(message: pb.ModelInferRequest) -> bool:
+    """Whether decoding this request is long Python work (many BYTES elements)."""
+    for tensor in message.inputs:
+        if tensor.datatype == "BYTES" and len(tensor.shape) <= MAX_RANK:
+            count = 1
+            for dim in tensor.shape:
+                count *= max(0, min(dim, MAX_DIMENSION))
+            if count > DECODE_ON_THREAD_ELEMENTS:
+                return True
+    return False
+
+
+def _header(tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[str, Datatype, tuple[int, ...]]:
+    name = tensor.name
+    datatype = datatypes.BY_NAME.get(tensor.datatype)
+    if datatype is None:
+        raise InvalidInput(
+            f"input {shown(name)} has unknown datatype {shown(tensor.datatype)}; expected one "
+            f"of {sorted(datatypes.BY_NAME)}"
+        )
+    shape = tuple(tensor.shape)
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(
+            f"input {shown(name)} has {len(shape)} dimensions; at most {MAX_RANK} are accepted"
+        )
+    if any(d < 0 for d in shape):
+        raise InvalidInput(
+            f"input {shown(name)} has a negative dimension in shape {shown_list(shape)}"
+        )
+    if any(d > MAX_DIMENSION for d in shape):
+        raise InvalidInput(
+            f"input {shown(name)} has a dimension above {MAX_DIMENSION} in shape "
+            f"{shown_list(shape)}"
+        )
+    return name, datatype, shape
+
+
 def _from_contents(
     name: str,
     datatype: datatypes.Datatype,
@@ -80,13 +133,13 @@ def _from_contents(
         if count == 0:
             return np.zeros(shape, dtype=datatype.numpy)
         raise InvalidInput(
-            f"input '{name}': {datatype.name} can only be sent as raw_input_contents"
+            f"input {shown(name)}: {datatype.name} can only be sent as raw_input_contents"
         )
     values = getattr(contents, datatype.contents_field)
     if len(values) != count:
         raise InvalidInput(
-            f"input '{name}': {datatype.contents_field} has {len(values)} elements, but shape "
-            f"{list(shape)} needs {count}"
+            f"input {shown(name)}: {datatype.contents_field} has {len(values)} elements, but "
+            f"shape {shown_list(shape)} needs {count}"
         )
     if datatype.name == "BYTES":
         array = np.empty(count, dtype=object)
@@ -101,7 +154,8 @@ def _from_contents(
             raise OverflowError
     except (OverflowError, ValueError):
         raise InvalidInput(
-            f"input '{name}': a value in {datatype.contents_field} does not fit {datatype.name}"
+            f"input {shown(name)}: a value in {datatype.contents_field} does not fit "
+            f"{datatype.name}"
         ) from None
     return array.reshape(shape)
 

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from infergate.schema import datatypes
-from infergate.schema.errors import InvalidInput
+from infergate.schema.errors import InvalidInput, shown, shown_list
 
 _LENGTH_PREFIX = 4
 
@@ -26,8 +26,8 @@ def decode_raw(
     expected = count * datatype.numpy.itemsize
     if len(buffer) != expected:
         raise InvalidInput(
-            f"input '{name}': raw contents are {len(buffer)} bytes, but shape {list(shape)} "
-            f"of {datatype.name} needs {expected}"
+            f"input {shown(name)}: raw contents are {len(buffer)} bytes, but shape "
+            f"{shown_list(shape)} of {datatype.name} needs {expected}"
         )
     return np.frombuffer(buffer, dtype=datatype.numpy).reshape(shape)
 
@@ -35,27 +35,35 @@ def decode_raw(
 def decode_bytes_elements(
     name: str, shape: tuple[int, ...], count: int, buffer: bytes
 ) -> np.ndarray:
+    # Each element takes at least its length prefix: refuse a shape the bytes cannot
+    # hold before allocating an array of that many elements.
+    if count * _LENGTH_PREFIX > len(buffer):
+        raise InvalidInput(
+            f"input {shown(name)}: shape {shown_list(shape)} holds {count} BYTES elements, "
+            f"which take at least {count * _LENGTH_PREFIX} bytes, but the raw contents are "
+            f"{len(buffer)} bytes"
+        )
     elements = np.empty(count, dtype=object)
     view = memoryview(buffer)
     offset = 0
     for i in range(count):
         if offset + _LENGTH_PREFIX > len(view):
             raise InvalidInput(
-                f"input '{name}': raw BYTES contents end after {i} of {count} elements"
+                f"input {shown(name)}: raw BYTES contents end after {i} of {count} elements"
             )
         length = int.from_bytes(view[offset : offset + _LENGTH_PREFIX], "little")
         offset += _LENGTH_PREFIX
         if offset + length > len(view):
             raise InvalidInput(
-                f"input '{name}': BYTES element {i} claims {length} bytes but only "
+                f"input {shown(name)}: BYTES element {i} claims {length} bytes but only "
                 f"{len(view) - offset} remain"
             )
         elements[i] = bytes(view[offset : offset + length])
         offset += length
     if offset != len(view):
         raise InvalidInput(
-            f"input '{name}': {len(view) - offset} bytes left over after the {count} BYTES "
-            f"elements that shape {list(shape)} holds"
+            f"input {shown(name)}: {len(view) - offset} bytes left over after the {count} "
+            f"BYTES elements that shape {shown_list(shape)} holds"
         )
     return elements.reshape(shape)
 

@@ -7,6 +7,41 @@ the caller: they name the model or tensor and say what was expected.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+# How much of a caller's own string a message repeats: enough to recognise it, never
+# so much that a 1 MB model name makes the status itself too large to send.
+SHOWN_CHARS = 64
+SHOWN_ITEMS = 16
+
+
+def shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """A caller's string as a message quotes it: in quotes, control characters
+    escaped (a NUL shows as \\x00 instead of vanishing on the wire), and cut to
+    `limit` characters with the full length said."""
+    cut = text[:limit]
+    escaped = "".join(
+        ch if ch.isprintable() and ch not in "\\'" else _escape(ch) for ch in cut
+    )
+    more = f"... ({len(text)} characters)" if len(text) > limit else ""
+    return f"'{escaped}'{more}"
+
+
+def shown_list(items: Iterable[object], limit: int = SHOWN_ITEMS) -> str:
+    """A list (a shape, names) as a message shows it: at most `limit` items."""
+    values = list(items)
+    if len(values) <= limit:
+        return str(values)
+    head = ", ".join(str(v) for v in values[:limit])
+    return f"[{head}, ...] ({len(values)} items)"
+
+
+def _escape(ch: str) -> str:
+    if ch in "\\'":
+        return "\\" + ch
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
 
 class GatewayError(Exception):
     """Base of every error the gateway reports to a caller."""

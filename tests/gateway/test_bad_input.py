@@ -122,7 +122,8 @@ CASES: dict[str, tuple[Callable[[], pb.ModelInferRequest], grpc.StatusCode, tupl
     "raw and typed contents": (raw_and_typed, INVALID, ("'x'", "both")),
     "typed count mismatch": (typed_count_wrong, INVALID, ("'x'", "63", "64")),
     "raw entries vs inputs": (raw_count_mismatch, INVALID, ("raw_input_contents", "2 entries")),
-    "fp16 sent typed": (fp16_as_typed, INVALID, ("'x'", "raw")),
+    # The model's spec is checked before contents (FP16 sent typed: test_datatypes_e2e).
+    "fp16 to an fp32 input": (fp16_as_typed, INVALID, ("'x'", "FP32", "FP16")),
     "unknown output": (unknown_output, INVALID, ("probabilities",)),
     "batch above max_batch_size": (batch_too_large, INVALID, ("'x'", "65", "64")),
     "zero batch": (

@@ -103,3 +103,18 @@ async def test_a_value_too_wide_for_its_type_is_refused(typed_gateway: GatewaySe
             await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "INT8" in (caught.value.details() or "")
+
+
+async def test_fp16_sent_typed_is_refused_naming_the_raw_form(typed_gateway: GatewayServer) -> None:
+    import grpc
+
+    from infergate.protocol import inference_pb2_grpc as pb_grpc
+
+    request = pb.ModelInferRequest(model_name="id_fp16")
+    tensor = request.inputs.add(name="in", datatype="FP16", shape=[1, 3])
+    tensor.contents.fp32_contents.extend([1.0, 2.0, 3.0])
+    async with grpc.aio.insecure_channel(typed_gateway.address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "can only be sent as raw_input_contents" in (caught.value.details() or "")

@@ -145,6 +145,17 @@ class BatchQueue:
         self.policy = policy
         self._kick()
 
+    def check_room(self) -> None:
+        """Raise what submit() would raise now for want of room (queue full, unloading)."""
+        if self._closing:
+            raise Unavailable(f"model '{self.name}' is being unloaded")
+        limit = self.policy.max_queue_size
+        if limit and len(self._queue) >= limit:
+            raise QueueFull(
+                f"model '{self.name}' has {len(self._queue)} requests queued, its "
+                f"max_queue_size; retry later"
+            )
+
     async def submit(
         self,
         inputs: Tensors,
@@ -158,14 +169,8 @@ class BatchQueue:
         default queue timeout applies too; a request may shorten it (Triton's
         "timeout" parameter) when the model allows timeout overrides.
         """
-        if self._closing:
-            raise Unavailable(f"model '{self.name}' is being unloaded")
+        self.check_room()
         policy = self.policy
-        if policy.max_queue_size and len(self._queue) >= policy.max_queue_size:
-            raise QueueFull(
-                f"model '{self.name}' has {len(self._queue)} requests queued, its "
-                f"max_queue_size; retry later"
-            )
         loop = asyncio.get_running_loop()
         now = loop.time()
         queue_s = _queue_timeout(requested_timeout_s, policy)

@@ -32,6 +32,16 @@ class InferenceCore:
     def model(self, name: str, version: str = "") -> ModelVersion:
         return self.registry.get(name, version)
 
+    def admit(self, name: str, version: str = "") -> ModelVersion:
+        """The version that would serve a request, if it may be taken now.
+
+        Called before the request is decoded: an unknown model (NOT_FOUND) or a
+        full queue (RESOURCE_EXHAUSTED) is refused for the price of two lookups.
+        """
+        model = self.registry.get(name, version)
+        model.queue.check_room()
+        return model
+
     # ---- inference -------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResult:

@@ -11,6 +11,7 @@ from infergate.gateway import convert
 from infergate.gateway.core.model_control import ModelControl
 from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.core.registry import ModelState
+from infergate.gateway.core.request import InferResult
 from infergate.gateway.servicers import admin_service
 from infergate.gateway.servicers.errors import Context, grpc_errors
 from infergate.gateway.servicers.observe import InferenceObserver
@@ -90,10 +91,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
         with self._observer.request(request, context.invocation_metadata()):
-            core_request = convert.decode_request(request)
-            core_request.timeout_s = context.time_remaining()
-            result = await self._core.infer(core_request)
+            result = await self._infer(request, context)
             return convert.encode_result(result)
+
+    async def _infer(self, message: pb.ModelInferRequest, context: Context) -> InferResult:
+        # Admission first: an unknown model or a full queue is refused before the
+        # request's tensors are decoded, so refusing costs little under overload.
+        model = self._core.admit(message.model_name, message.model_version)
+        if convert.decodes_on_thread(message):
+            request = await asyncio.to_thread(convert.decode_request, message, model.spec)
+        else:
+            request = convert.decode_request(message, model.spec)
+        request.timeout_s = context.time_remaining()
+        return await self._core.infer(request)
 
     async def ModelStreamInfer(
         self,
@@ -113,9 +123,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def answer(message: pb.ModelInferRequest) -> None:
             try:
                 with self._observer.request(message, metadata, "ModelStreamInfer"):
-                    core_request = convert.decode_request(message)
-                    core_request.timeout_s = context.time_remaining()
-                    result = await self._core.infer(core_request)
+                    result = await self._infer(message, context)
                 responses.put_nowait(
                     pb.ModelStreamInferResponse(infer_response=convert.encode_result(result))
                 )

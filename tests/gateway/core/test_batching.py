@@ -209,6 +209,17 @@ async def test_outputs_that_do_not_split_by_rows_fail_the_batch_clearly() -> Non
     await q.aclose()
 
 
+async def test_a_lone_request_answered_with_too_few_rows_fails_clearly() -> None:
+    """Not only when batched: a 3-row request answered with 2 rows is a runtime fault."""
+    runtime = FakeRuntime()
+    runtime.bad_rows = True
+    q = queue(runtime, max_queue_delay_s=0.0)
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with pytest.raises(BackendFailed, match="does not split into the call's 3 input rows"):
+        await q.submit({"x": x}, 3)
+    await q.aclose()
+
+
 async def test_batches_in_flight_are_bounded() -> None:
     runtime = FakeRuntime(hold=True)
     q = queue(runtime, max_batch_size=1, max_inflight=2)
