@@ -38,6 +38,7 @@ from bench.batching import batching_section
 from bench.cache import cache_section
 from bench.config import ROOT, BenchConfig, parse_config
 from bench.machine import machine_info, machine_summary
+from bench.overload import overload_section
 from bench.peer import peer_section
 from bench.per_model import models_section
 from bench.progress import log
@@ -53,6 +54,7 @@ SECTIONS: dict[str, Callable[[BenchConfig, Path], Section]] = {
     "backends": backends_section,
     "routing": routing_section,
     "tracing": tracing_section,
+    "overload": overload_section,
     "peer": peer_section,
 }
 
