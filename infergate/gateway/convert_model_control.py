@@ -23,7 +23,7 @@ from infergate.gateway.core.upload import ArtifactSpec, check_filename
 from infergate.protocol import admin_pb2 as apb
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import model_config_pb2 as mc
-from infergate.schema.errors import InvalidInput
+from infergate.schema.errors import InvalidInput, shown
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def triton_load(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> Triton
             config = _config_from_json(value.string_param)
         elif key.startswith(FILE_PREFIX):
             if kind != "bytes_param":
-                raise InvalidInput(f"load parameter '{key}' must carry the file's bytes")
+                raise InvalidInput(f"load parameter {shown(key)} must carry the file's bytes")
             version, filename = _file_path(key)
             store.check_version(version)
             check_filename(filename)
@@ -96,7 +96,7 @@ def triton_load(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> Triton
             files[filename] = value.bytes_param
         else:
             raise InvalidInput(
-                f"unknown load parameter '{key}'; expected '{CONFIG_PARAMETER}' and "
+                f"unknown load parameter {shown(key)}; expected '{CONFIG_PARAMETER}' and "
                 f"'{FILE_PREFIX}<version>/<filename>'"
             )
     if files and config is None:
@@ -110,7 +110,7 @@ def _file_path(key: str) -> tuple[str, str]:
     parts = key[len(FILE_PREFIX) :].split("/")
     if len(parts) != 2:
         raise InvalidInput(
-            f"load parameter '{key}': expected '{FILE_PREFIX}<version>/<filename>' "
+            f"load parameter {shown(key)}: expected '{FILE_PREFIX}<version>/<filename>' "
             "(a file directly in a version folder)"
         )
     return parts[0], parts[1]

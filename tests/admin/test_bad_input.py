@@ -88,7 +88,8 @@ async def test_a_model_that_fails_its_warm_up_is_refused(
 
 
 @pytest.mark.parametrize(
-    "name", ["../escape", "..", "a/b", "/abs", ".hidden", "", "x" * 200, "bad name"]
+    "name",
+    ["../escape", "..", "a/b", "/abs", ".hidden", "", "x" * 200, "bad name", "a\n", "a\0", "²"],
 )
 async def test_bad_model_names_are_invalid(
     served: Served, admin: AsyncAdminClient, name: str
@@ -101,7 +102,8 @@ async def test_bad_model_names_are_invalid(
 
 
 @pytest.mark.parametrize(
-    "filename", ["../model.onnx", "sub/model.onnx", ".model.onnx", "config.pbtxt", "a\\b", ""]
+    "filename",
+    ["../model.onnx", "sub/model.onnx", ".model.onnx", "config.pbtxt", "a\\b", "", "model.onnx\n"],
 )
 async def test_bad_artifact_names_are_invalid(
     served: Served, admin: AsyncAdminClient, filename: str
@@ -110,6 +112,18 @@ async def test_bad_artifact_names_are_invalid(
     renamed = Artifact(filename, artifact.path, artifact.size, artifact.sha256)
     error = await refused(admin.register("mnist", [renamed]))
     assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert_untouched(served, "mnist")
+
+
+@pytest.mark.parametrize("version", ["7\n", "07", "0", "-1", "1.0", "١", "9" * 19, " 7"])
+async def test_bad_versions_are_invalid_and_leave_nothing(
+    served: Served, admin: AsyncAdminClient, version: str
+) -> None:
+    """A version with a trailing newline was once accepted: served, written as a folder
+    named "7\\n", and UNAVAILABLE after a restart."""
+    error = await refused(admin.register("mnist", {"model.onnx": DIGITS_ONNX}, version=version))
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "not allowed" in error.message
     assert_untouched(served, "mnist")
 
 

@@ -16,7 +16,7 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.descriptor import Descriptor
 
 from infergate.protocol import model_config_pb2 as mc
-from infergate.schema.errors import InvalidInput
+from infergate.schema.errors import InvalidInput, shown
 
 LIVE_FIELDS = (
     "max_batch_size",
@@ -44,20 +44,21 @@ def apply_update(
     name = current.name
     if not paths:
         raise InvalidInput(
-            f"model '{name}': the update names no fields; list them in update_mask "
+            f"model {shown(name)}: the update names no fields; list them in update_mask "
             f"(live fields: {', '.join(LIVE_FIELDS)})"
         )
     mask = field_mask_pb2.FieldMask(paths=list(paths))
     # The stubs type DESCRIPTOR as a union with upb's class, which is the same thing.
     descriptor = cast(Descriptor, mc.ModelConfig.DESCRIPTOR)
     if not mask.IsValidForDescriptor(descriptor):
-        raise InvalidInput(f"model '{name}': update_mask {list(paths)} names unknown fields")
+        raise InvalidInput(f"model {shown(name)}: update_mask {list(paths)} names unknown fields")
     for path in paths:
         top = path.split(".", 1)[0]
         if top not in LIVE_FIELDS:
             raise InvalidInput(
-                f"model '{name}': '{path}' cannot change while the model serves; register a "
-                f"new version with the new config (live fields: {', '.join(LIVE_FIELDS)})"
+                f"model {shown(name)}: {shown(path)} cannot change while the model serves; "
+                "register a new version with the new config (live fields: "
+                f"{', '.join(LIVE_FIELDS)})"
             )
     merged = mc.ModelConfig()
     merged.CopyFrom(current)
@@ -74,18 +75,18 @@ def _check(current: mc.ModelConfig, merged: mc.ModelConfig, paths: Sequence[str]
         # or vanish, without reloading.
         if current.max_batch_size <= 0:
             raise InvalidInput(
-                f"model '{name}' does not batch (max_batch_size 0); register a new version "
+                f"model {shown(name)} does not batch (max_batch_size 0); register a new version "
                 "to make it batch"
             )
         if merged.max_batch_size <= 0:
             raise InvalidInput(
-                f"model '{name}': max_batch_size must stay at least 1 while it serves; turn "
+                f"model {shown(name)}: max_batch_size must stay at least 1 while it serves; turn "
                 "batching off by clearing dynamic_batching instead"
             )
     batching_on = "dynamic_batching" in touched and merged.HasField("dynamic_batching")
     if batching_on and merged.max_batch_size <= 0:
         raise InvalidInput(
-            f"model '{name}' does not batch (max_batch_size 0), so dynamic_batching "
+            f"model {shown(name)} does not batch (max_batch_size 0), so dynamic_batching "
             "would have no effect"
         )
     if merged.HasField("dynamic_batching"):
@@ -93,11 +94,11 @@ def _check(current: mc.ModelConfig, merged: mc.ModelConfig, paths: Sequence[str]
         wrong = [s for s in batching.preferred_batch_size if not 0 < s <= merged.max_batch_size]
         if wrong:
             raise InvalidInput(
-                f"model '{name}': preferred_batch_size {wrong} must lie between 1 and "
+                f"model {shown(name)}: preferred_batch_size {wrong} must lie between 1 and "
                 f"max_batch_size {merged.max_batch_size}"
             )
     if "routing" in touched and not 0.0 <= merged.routing.explore_fraction <= 1.0:
         raise InvalidInput(
-            f"model '{name}': routing.explore_fraction must lie between 0 and 1, got "
+            f"model {shown(name)}: routing.explore_fraction must lie between 0 and 1, got "
             f"{merged.routing.explore_fraction}"
         )

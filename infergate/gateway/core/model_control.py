@@ -35,6 +35,7 @@ from infergate.schema.errors import (
     ModelNotFound,
     ModelNotReady,
     PreconditionFailed,
+    shown,
 )
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ class ModelControl:
     ) -> ModelVersion:
         async with self._lock(name):
             if not (repository / name).is_dir():
-                raise ModelNotFound(f"model '{name}' is not in the repository {repository}")
+                raise ModelNotFound(f"model {shown(name)} is not in the repository {repository}")
             model = await self.lifecycle.load_from_repository(repository, name, config)
             if config is not None:
                 try:
@@ -228,7 +229,7 @@ class ModelControl:
             folder = self.repository / name if self.repository is not None else None
             on_disk = folder is not None and folder.is_dir()
             if name not in self.registry and not on_disk:
-                raise ModelNotFound(f"model '{name}' is not known to this gateway")
+                raise ModelNotFound(f"model {shown(name)} is not known to this gateway")
             versions = await self.lifecycle.unload(name, drain=True)
             removed = False
             if on_disk and not keep_files:
@@ -253,7 +254,7 @@ class ModelControl:
         _check_name(name)
         view = await self._view(name, read_config=True)
         if view.state == _UNKNOWN:
-            raise ModelNotFound(f"model '{name}' is not known to this gateway")
+            raise ModelNotFound(f"model {shown(name)} is not known to this gateway")
         artifacts: dict[str, list[ArtifactSpec]] = {}
         if self.repository is not None:
             folder = self.repository / name
@@ -321,7 +322,7 @@ class ModelControl:
         entry = self.registry.entry(name)
         if entry.state is not ModelState.READY or not entry.versions:
             why = f": {entry.reason}" if entry.reason else ""
-            raise ModelNotReady(f"model '{name}' is {entry.state.value}{why}")
+            raise ModelNotReady(f"model {shown(name)} is {entry.state.value}{why}")
         return list(entry.versions.values())
 
     def _serving_versions(self, name: str) -> list[str]:
@@ -336,7 +337,7 @@ _UNKNOWN = "UNKNOWN"
 def _check_name(name: str) -> None:
     if not is_valid_model_name(name):
         raise InvalidInput(
-            f"{name!r} is not a valid model name: letters, digits, '_', '-' and '.', starting "
+            f"{shown(name)} is not a valid model name: letters, digits, '_', '-' and '.', starting "
             "with a letter or digit, at most 128 characters, no '..'"
         )
 
@@ -344,7 +345,7 @@ def _check_name(name: str) -> None:
 def _check_new_version(folder: Path, name: str, version: str) -> None:
     if (folder / version).exists():
         raise AlreadyExists(
-            f"model '{name}' already has a version {version}; versions are never "
+            f"model {shown(name)} already has a version {version}; versions are never "
             "overwritten (cached answers are keyed by version): leave the version "
             "empty for the next one"
         )
@@ -354,7 +355,7 @@ def _named_config(config: mc.ModelConfig | None, name: str) -> mc.ModelConfig | 
     if config is None:
         return None
     if config.name and config.name != name:
-        raise InvalidInput(f"the config names model '{config.name}', but this is '{name}'")
+        raise InvalidInput(f"the config names model '{config.name}', but this is {shown(name)}")
     named = _copy(config)
     named.name = name
     return named

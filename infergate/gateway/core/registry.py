@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.repository import version_key
-from infergate.schema.errors import ModelNotFound, ModelNotReady
+from infergate.schema.errors import ModelNotFound, ModelNotReady, shown
 
 
 class ModelState(enum.Enum):
@@ -48,7 +48,7 @@ class ModelRegistry:
     def entry(self, name: str) -> ModelEntry:
         found = self._models.get(name)
         if found is None:
-            raise ModelNotFound(f"model '{name}' is not known to this gateway")
+            raise ModelNotFound(f"model {shown(name)} is not known to this gateway")
         return found
 
     def get(self, name: str, version: str = "") -> ModelVersion:
@@ -56,12 +56,12 @@ class ModelRegistry:
         entry = self.entry(name)
         if entry.state is not ModelState.READY:
             why = f": {entry.reason}" if entry.reason else ""
-            raise ModelNotReady(f"model '{name}' is {entry.state.value}{why}")
+            raise ModelNotReady(f"model {shown(name)} is {entry.state.value}{why}")
         wanted = version or entry.latest
         found = entry.versions.get(wanted)
         if found is None:
             raise ModelNotFound(
-                f"model '{name}' has no version '{version}'; ready versions are "
+                f"model {shown(name)} has no version {shown(version)}; ready versions are "
                 f"{sorted(entry.versions, key=version_key)}"
             )
         return found

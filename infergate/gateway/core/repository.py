@@ -15,13 +15,13 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from infergate.protocol import model_config_pb2 as mc
-from infergate.schema.errors import ModelLoadError
+from infergate.schema.errors import ModelLoadError, shown
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.pbtxt"
 # Model names become folder names and metric labels: keep them boring.
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ModelSource:
 
 
 def is_valid_model_name(name: str) -> bool:
-    return bool(MODEL_NAME.match(name)) and ".." not in name
+    return bool(MODEL_NAME.fullmatch(name)) and ".." not in name
 
 
 def parse_config(text: str, source: str) -> mc.ModelConfig:
@@ -67,7 +67,7 @@ def read_model(repository: Path, name: str) -> ModelSource:
     """The config and the newest version folder of one model; ModelLoadError if unusable."""
     if not is_valid_model_name(name):
         raise ModelLoadError(
-            f"'{name}' is not a valid model name (letters, digits, '_', '-', '.'; "
+            f"{shown(name)} is not a valid model name (letters, digits, '_', '-', '.'; "
             "at most 128 characters)"
         )
     folder = repository / name
@@ -77,13 +77,14 @@ def read_model(repository: Path, name: str) -> ModelSource:
         config = parse_config(config_path.read_text(), str(config_path))
         if config.name and config.name != name:
             raise ModelLoadError(
-                f"{config_path}: config name '{config.name}' does not match its folder '{name}'"
+                f"{config_path}: config name {shown(config.name)} does not match its folder "
+                f"{shown(name)}"
             )
         config.name = name
     versions = version_folders(folder)
     if not versions:
         raise ModelLoadError(
-            f"model '{name}' has no version folder (expected {folder}/<number>/model.onnx)"
+            f"model {shown(name)} has no version folder (expected {folder}/<number>/model.onnx)"
         )
     version = versions[-1]
     return ModelSource(name, folder, config, version, folder / version)

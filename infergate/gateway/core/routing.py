@@ -26,7 +26,7 @@ import numpy as np
 from infergate.gateway.core.arms import Arm, DeviceLoad
 from infergate.protocol import model_config_pb2 as mc
 from infergate.schema.arm_stats import ArmStats
-from infergate.schema.errors import BackendFailed, InputRejected, InvalidInput, Unavailable
+from infergate.schema.errors import BackendFailed, InputRejected, InvalidInput, Unavailable, shown
 from infergate.schema.tensors import Tensors
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ def make_policy(settings: mc.RoutingPolicy, arms: Sequence[Arm]) -> RoutingPolic
     if name == "fixed":
         if not any(a.matches(settings.fixed_arm) for a in arms):
             raise InvalidInput(
-                f"routing policy 'fixed' names arm '{settings.fixed_arm}', but the arms are "
+                f"routing policy 'fixed' names arm {shown(settings.fixed_arm)}, but the arms are "
                 f"{[a.name for a in arms]}"
             )
         return FixedPolicy(settings.fixed_arm)
@@ -227,7 +227,9 @@ def make_policy(settings: mc.RoutingPolicy, arms: Sequence[Arm]) -> RoutingPolic
         if not settings.price_per_hour:
             raise InvalidInput("routing policy 'cost' needs price_per_hour for the device kinds")
         return CostPolicy(settings.price_per_hour, settings.latency_budget_ms)
-    raise InvalidInput(f"unknown routing policy '{name}'; use latency, fixed, round_robin or cost")
+    raise InvalidInput(
+        f"unknown routing policy {shown(name)}; use latency, fixed, round_robin or cost"
+    )
 
 
 def share_device_load(arms: Sequence[Arm]) -> None:

@@ -31,20 +31,20 @@ from google.protobuf import text_format
 from infergate.gateway.core.repository import CONFIG_FILE, parse_config, version_folders
 from infergate.gateway.core.upload import STAGING_DIR, ArtifactSpec, sha256_file
 from infergate.protocol import model_config_pb2 as mc
-from infergate.schema.errors import AlreadyExists, InvalidInput
+from infergate.schema.errors import AlreadyExists, InvalidInput, shown
 
-_PENDING = re.compile(r"^\.pending-(\d+)\.pbtxt$")
+_PENDING = re.compile(r"\.pending-([0-9]+)\.pbtxt")
 _TEMP_PREFIX = ".tmp-"
 # Triton's versions are positive 64-bit numbers; one spelling per number, so that
 # "01" and "1" never name two folders of the same version.
-_VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
 _HEADER = "# Written by infergate (admin RPC); edits are kept, but comments are not.\n"
 
 
 def check_version(version: str) -> None:
-    if not _VERSION.match(version):
+    if not _VERSION.fullmatch(version):
         raise InvalidInput(
-            f"version {version!r} is not allowed: use a positive decimal number without "
+            f"version {shown(version)} is not allowed: use a positive decimal number without "
             "leading zeros, or leave it empty for the next one"
         )
 
@@ -86,7 +86,7 @@ def commit_version(
         _fsync_dir(repository)
         return
     if target.exists():
-        raise AlreadyExists(f"model '{name}' already has a version {version}")
+        raise AlreadyExists(f"model {shown(name)} already has a version {version}")
     pending = None
     if config is not None:
         pending = _write_atomic(folder, f".pending-{version}.pbtxt", config)
@@ -120,7 +120,7 @@ def recover(repository: Path) -> list[str]:
         if folder.name.startswith("."):
             continue
         for path in sorted(folder.iterdir()):
-            pending = _PENDING.match(path.name)
+            pending = _PENDING.fullmatch(path.name)
             if pending and (folder / pending.group(1)).is_dir():
                 path.replace(folder / CONFIG_FILE)
                 done.append(f"{folder.name}: finished the config of version {pending.group(1)}")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from infergate.gateway.core.repository import CONFIG_FILE
-from infergate.schema.errors import ArtifactTooLarge, ChecksumMismatch, InvalidInput
+from infergate.schema.errors import ArtifactTooLarge, ChecksumMismatch, InvalidInput, shown
 
 STAGING_DIR = ".staging"
 # A version is a handful of files (model.onnx, model.tflite, model.xml + model.bin,
@@ -27,8 +27,8 @@ STAGING_DIR = ".staging"
 MAX_ARTIFACTS = 16
 # A plain file name: no folders, no leading dot, nothing a shell or a path join
 # could read as anything but a name.
-_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,9 @@ class ArtifactSpec:
 
 
 def check_filename(filename: str) -> None:
-    if not _FILENAME.match(filename) or ".." in filename:
+    if not _FILENAME.fullmatch(filename) or ".." in filename:
         raise InvalidInput(
-            f"artifact name {filename!r} is not allowed: use a plain file name such as "
+            f"artifact name {shown(filename)} is not allowed: use a plain file name such as "
             "'model.onnx' (letters, digits, '_', '-', '.'; no folders, no '..')"
         )
     if filename == CONFIG_FILE:
@@ -58,18 +58,18 @@ def check_artifacts(artifacts: Sequence[ArtifactSpec], max_bytes: int) -> None:
     for artifact in artifacts:
         check_filename(artifact.filename)
         if artifact.filename in seen:
-            raise InvalidInput(f"artifact '{artifact.filename}' is announced twice")
+            raise InvalidInput(f"artifact {shown(artifact.filename)} is announced twice")
         seen.add(artifact.filename)
-        if not _SHA256.match(artifact.sha256):
+        if not _SHA256.fullmatch(artifact.sha256):
             raise InvalidInput(
-                f"artifact '{artifact.filename}': sha256 must be 64 lowercase hex digits"
+                f"artifact {shown(artifact.filename)}: sha256 must be 64 lowercase hex digits"
             )
         if artifact.size < 0:
-            raise InvalidInput(f"artifact '{artifact.filename}': negative size")
+            raise InvalidInput(f"artifact {shown(artifact.filename)}: negative size")
         if artifact.size > max_bytes:
             raise ArtifactTooLarge(
-                f"artifact '{artifact.filename}' is {_mb(artifact.size)}; this gateway accepts "
-                f"at most {_mb(max_bytes)} per artifact (--max-artifact-mb)"
+                f"artifact {shown(artifact.filename)} is {_mb(artifact.size)}; this gateway "
+                f"accepts at most {_mb(max_bytes)} per artifact (--max-artifact-mb)"
             )
 
 
@@ -104,13 +104,13 @@ class StagedUpload:
         receiving = self._files.get(filename)
         if receiving is None:
             raise InvalidInput(
-                f"a chunk for '{filename}', which the header did not announce "
+                f"a chunk for {shown(filename)}, which the header did not announce "
                 f"(announced: {sorted(self._files)})"
             )
         size = receiving.spec.size
         if receiving.received + len(data) > size:
             raise InvalidInput(
-                f"artifact '{filename}': more bytes than the {size} announced in the header"
+                f"artifact {shown(filename)}: more bytes than the {size} announced in the header"
             )
         if receiving.file is None:
             receiving.file = receiving.path.open("xb")
@@ -124,15 +124,15 @@ class StagedUpload:
             spec = receiving.spec
             if receiving.received != spec.size:
                 raise InvalidInput(
-                    f"artifact '{name}': the upload ended after {receiving.received} of "
+                    f"artifact {shown(name)}: the upload ended after {receiving.received} of "
                     f"{spec.size} bytes"
                 )
             actual = receiving.digest.hexdigest()
             if actual != spec.sha256:
                 raise ChecksumMismatch(
-                    f"artifact '{name}': SHA-256 of the bytes received is {actual}, the header "
-                    f"announced {spec.sha256}; the upload was corrupted, or the file changed "
-                    "while it was sent"
+                    f"artifact {shown(name)}: SHA-256 of the bytes received is {actual}, the "
+                    f"header announced {spec.sha256}; the upload was corrupted, or the file "
+                    "changed while it was sent"
                 )
             if receiving.file is None:  # an empty artifact gets no chunk
                 receiving.file = receiving.path.open("xb")

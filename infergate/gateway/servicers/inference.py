@@ -17,7 +17,7 @@ from infergate.gateway.servicers.errors import Context, grpc_errors
 from infergate.gateway.servicers.observe import InferenceObserver
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import inference_pb2_grpc as pb_grpc
-from infergate.schema.errors import GatewayError, ModelNotFound, PreconditionFailed
+from infergate.schema.errors import GatewayError, ModelNotFound, PreconditionFailed, shown
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 versions = [v for v in versions if v.version == request.version]
                 if not versions:
                     raise ModelNotFound(
-                        f"model '{request.name}' has no version '{request.version}'"
+                        f"model {shown(request.name)} has no version {shown(request.version)}"
                     )
         else:
             versions = list(self._core.registry.ready_versions())
