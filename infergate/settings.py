@@ -84,6 +84,33 @@ class Settings:
         default=10.0,
         metadata=option("seconds that in-flight calls get to finish after SIGTERM/SIGINT"),
     )
+    # A load balancer (or Kubernetes) learns from the health service that a replica
+    # is going, and needs a moment to stop sending it calls; refusing them at once
+    # would fail the calls already on their way.
+    drain_s: float = field(
+        default=5.0,
+        metadata=option(
+            "on SIGTERM, seconds that health reports NOT_SERVING while calls are still "
+            "served, before the listener closes (Ctrl-C skips it)"
+        ),
+    )
+    # Behind an L4 balancer a client's connection, and so its replica, never changes;
+    # an age limit makes clients reconnect now and then, spreading them over replicas
+    # that came later (docs/scale-out.md). gRPC adds +-10% jitter to the age itself.
+    max_connection_age_s: float = field(
+        default=0.0,
+        metadata=option(
+            "send each client connection GOAWAY after about this long, so the client "
+            "reconnects (and may land on another replica); 0: never"
+        ),
+    )
+    max_connection_age_grace_s: float = field(
+        default=0.0,
+        metadata=option(
+            "after that GOAWAY, how long calls still running on the connection get before "
+            "it is closed; 0: as long as they need"
+        ),
+    )
 
     # Model repository.
     model_repository: Path | None = field(
@@ -130,6 +157,42 @@ class Settings:
     response_cache_mb: int = field(
         default=256,
         metadata=option("response cache in MiB, shared by every model with response_cache enabled"),
+    )
+    # The response cache's shared tier (docs/scale-out.md): Redis behind the
+    # in-process LRU, one for every replica. Redis failing never fails a request.
+    cache_redis_url: str = field(
+        default="",
+        repr=False,  # may hold a password
+        metadata=option(
+            "Redis behind the in-process response cache, shared by every replica "
+            "(redis://host:6379/0; with a password, set INFERGATE_CACHE_REDIS_URL instead, "
+            "since a flag shows in ps); unset: in-process only"
+        ),
+    )
+    cache_redis_ttl_s: float = field(
+        default=3600.0,
+        metadata=option("expiry of a shared cache entry whose model sets no response_cache_ttl_ms"),
+    )
+    cache_redis_timeout_ms: float = field(
+        default=20.0,
+        metadata=option(
+            "longest a Redis command may take before the request goes on without the shared cache"
+        ),
+    )
+    cache_redis_connect_timeout_ms: float = field(
+        default=50.0, metadata=option("longest connecting to Redis may take")
+    )
+    cache_redis_retry_s: float = field(
+        default=1.0,
+        metadata=option(
+            "after 3 Redis failures in a row, seconds without it before one request tries again"
+        ),
+    )
+    cache_redis_invalidation_lag_s: float = field(
+        default=1.0,
+        metadata=option(
+            "longest a replica may go on serving answers that another replica invalidated"
+        ),
     )
     intra_op_threads: int = field(
         default=0,

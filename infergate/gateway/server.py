@@ -18,9 +18,10 @@ from infergate.gateway.auth import ADMIN_SERVICE, AuthInterceptor, AuthPolicy, i
 from infergate.gateway.core import store
 from infergate.gateway.core.cache import ResponseCache
 from infergate.gateway.core.lifecycle import ModelLifecycle
-from infergate.gateway.core.lru_store import LRUStore
 from infergate.gateway.core.model_control import ModelControl
 from infergate.gateway.core.pipeline import InferenceCore
+from infergate.gateway.core.redis_link import link_from_settings
+from infergate.gateway.core.redis_store import cache_store
 from infergate.gateway.core.routing import RunOptions
 from infergate.gateway.servicers.admin_service import AdminServicer
 from infergate.gateway.servicers.inference import InferenceServicer
@@ -65,7 +66,10 @@ class GatewayServer:
             inter_op_threads=settings.inter_op_threads,
             use_gpu=settings.use_gpu,
         )
-        cache = ResponseCache(LRUStore(settings.response_cache_mb * _MB))
+        # With --cache-redis-url, the LRU is in front of a Redis every replica shares;
+        # self.redis is the one link to it (docs/scale-out.md).
+        self.redis = link_from_settings(settings)
+        cache = ResponseCache(cache_store(settings, self.redis))
         self.lifecycle = ModelLifecycle(
             backends,
             options,
@@ -100,6 +104,7 @@ class GatewayServer:
                 ("grpc.max_send_message_length", settings.max_send_message_mb * _MB),
                 # Port 0 or a taken port must fail loudly, not share with another process.
                 ("grpc.so_reuseport", 0),
+                *_connection_age_options(settings),
             ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
@@ -166,16 +171,23 @@ class GatewayServer:
     async def wait(self) -> None:
         await self._stopped.wait()
 
-    async def stop(self, grace_s: float | None = None) -> None:
-        """Refuse new calls, give in-flight ones `grace_s` to finish, free the models."""
+    async def stop(self, grace_s: float | None = None, drain_s: float = 0.0) -> None:
+        """Stop in three steps: drain (health says NOT_SERVING while calls are still
+        served, `drain_s`), refuse new calls, give in-flight ones `grace_s` to finish;
+        then free the models."""
         if self._stopped.is_set():
             return
         self._ready = False
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if drain_s > 0:
+            log.info("draining for %.1fs: health says NOT_SERVING, calls still served", drain_s)
+            await asyncio.sleep(drain_s)
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         await self._server.stop(grace)
         await self.admin.aclose()
         await self.lifecycle.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         self.metrics.close()
         # Flushing the exporter may wait on the network: keep it off the event loop.
         await asyncio.to_thread(self.tracing.shutdown)
@@ -187,16 +199,46 @@ class GatewayServer:
             await self._health.set(service, status)
 
     async def serve(self) -> None:
-        """Start, then run until SIGTERM or SIGINT, then stop gracefully."""
+        """Start, then run until SIGTERM or SIGINT, then stop gracefully.
+
+        SIGTERM (what an orchestrator sends) drains first; SIGINT (Ctrl-C at a
+        terminal, where nobody balances load) stops at once, with the same grace.
+        """
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
+        received: list[signal.Signals] = []
+
+        def request_stop(sig: signal.Signals) -> None:
+            received.append(sig)
+            stop_requested.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop_requested.set)
+            loop.add_signal_handler(sig, request_stop, sig)
+        drain_s = 0.0
         try:
             await self.start()
             await stop_requested.wait()
-            log.info("signal received: stopping (grace %.1fs)", self.settings.shutdown_grace_s)
+            drain_s = self.settings.drain_s if received[0] is signal.SIGTERM else 0.0
+            log.info(
+                "%s received: stopping (drain %.1fs, grace %.1fs)",
+                received[0].name,
+                drain_s,
+                self.settings.shutdown_grace_s,
+            )
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            await self.stop()
+            await self.stop(drain_s=drain_s)
+
+
+def _connection_age_options(settings: Settings) -> list[tuple[str, int]]:
+    """gRPC's connection age limit (GOAWAY, then the client reconnects), when set."""
+    if settings.max_connection_age_s < 0 or settings.max_connection_age_grace_s < 0:
+        raise SettingsError("max_connection_age_s and max_connection_age_grace_s must be >= 0")
+    if settings.max_connection_age_s == 0:
+        return []
+    options = [("grpc.max_connection_age_ms", max(1, round(settings.max_connection_age_s * 1000)))]
+    if settings.max_connection_age_grace_s > 0:
+        grace_ms = max(1, round(settings.max_connection_age_grace_s * 1000))
+        options.append(("grpc.max_connection_age_grace_ms", grace_ms))
+    return options
