@@ -40,8 +40,7 @@ def validate_inputs(model: str, inputs: Iterable[InputHeader], spec: ModelSpec) 
             )
         if datatype != expected.datatype:
             raise InvalidInput(
-                f"input {shown(name)} of {where} must be {expected.datatype}, "
-                f"got {shown(datatype)}"
+                f"input {shown(name)} of {where} must be {expected.datatype}, got {shown(datatype)}"
             )
         if len(shape) != len(expected.shape) or any(
             want != VARIABLE and got != want
