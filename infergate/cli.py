@@ -142,7 +142,17 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from infergate.gateway.server import GatewayServer
+    try:
+        from infergate.gateway.server import GatewayServer
+    except ModuleNotFoundError as exc:
+        # `pip install infergate` is the client alone; the gateway's libraries and
+        # runtimes come with the extra.
+        print(
+            f"infergate: serving needs the gateway's libraries ({exc.name} is not installed): "
+            "pip install 'infergate[server]'",
+            file=sys.stderr,
+        )
+        return 1
 
     apply_gil_switch_interval(settings)
 

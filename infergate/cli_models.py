@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
-from typing import TextIO
 
 import grpc
 from google.protobuf import json_format
 
-from infergate.clients.admin_client import AdminClient, AdminError, batching
+from infergate.clients import AdminClient, AdminError, ProgressBar, Tls, batching
 from infergate.gateway.core.repository import parse_config
 from infergate.protocol import admin_pb2 as apb
 from infergate.protocol import model_config_pb2 as mc
@@ -243,19 +241,15 @@ def _client(args: argparse.Namespace) -> AdminClient:
             token = args.token_file.read_text().strip()
         except OSError as exc:
             raise UsageError(f"cannot read the token file: {exc}") from exc
-    credentials = None
+    tls = None
     if args.tls_ca or args.tls_cert or args.tls_key:
         if bool(args.tls_cert) != bool(args.tls_key):
             raise UsageError("--tls-cert and --tls-key go together")
-        try:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=args.tls_ca.read_bytes() if args.tls_ca else None,
-                private_key=args.tls_key.read_bytes() if args.tls_key else None,
-                certificate_chain=args.tls_cert.read_bytes() if args.tls_cert else None,
-            )
-        except OSError as exc:
-            raise UsageError(f"cannot read a TLS file: {exc}") from exc
-    return AdminClient(args.url, token, credentials=credentials, timeout_s=args.timeout_s)
+        tls = Tls(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key)
+    try:
+        return AdminClient(args.url, token, tls=tls, timeout_s=args.timeout_s)
+    except OSError as exc:
+        raise UsageError(f"cannot read a TLS file: {exc}") from exc
 
 
 def _settings_line(config: mc.ModelConfig) -> str:
@@ -324,51 +318,3 @@ def format_description(d: apb.DescribeModelResponse) -> str:
     )
     return "\n".join(lines)
 
-
-class ProgressBar:
-    """Upload progress on a terminal: one line redrawn in place, percentage and MB/s.
-
-    Not on a terminal (a log file, CI), a line per 25% of a large file instead.
-    """
-
-    WIDTH = 24
-    REDRAW_S = 0.1
-    LARGE_BYTES = 8 * 1024 * 1024
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._tty = stream.isatty()
-        self._started = 0.0
-        self._drawn = 0.0
-        self._quarter = -1
-
-    def __call__(self, filename: str, sent: int, total: int) -> None:
-        now = time.monotonic()
-        if sent == 0:
-            self._started, self._drawn, self._quarter = now, 0.0, -1
-        done = sent >= total
-        if self._tty:
-            if done or now - self._drawn >= self.REDRAW_S:
-                self._drawn = now
-                self._stream.write("\r" + self._line(filename, sent, total, now))
-                if done:
-                    self._stream.write("\n")
-        elif done:
-            self._stream.write(self._line(filename, sent, total, now) + "\n")
-        elif total >= self.LARGE_BYTES and (quarter := 4 * sent // total) > self._quarter:
-            self._quarter = quarter
-            self._stream.write(self._line(filename, sent, total, now) + "\n")
-        self._stream.flush()
-
-    def _line(self, filename: str, sent: int, total: int, now: float) -> str:
-        fraction = sent / total if total else 1.0
-        filled = int(fraction * self.WIDTH)
-        elapsed = max(now - self._started, 1e-6)
-        return (
-            f"uploading {filename} [{'#' * filled}{'.' * (self.WIDTH - filled)}] "
-            f"{fraction:4.0%} {sent / 1e6:.1f}/{total / 1e6:.1f} MB "
-            f"{sent / 1e6 / elapsed:.1f} MB/s"
-        )
-
-    def close(self) -> None:
-        self._stream.flush()

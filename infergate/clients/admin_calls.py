@@ -1,0 +1,201 @@
+"""The calls of infergate.admin.v1.ModelAdmin, each written once for both faces.
+
+Artifacts are streamed in 1 MiB chunks after a header that carries their sizes and
+SHA-256, so a model of any size goes through without one huge message.
+
+Extension point: a new admin call (say OptimizeModel or ProfileModel, once
+proto/admin.proto has them and `make proto` has run) is one function here that
+returns its Call (repeatable=False if it changes anything), plus a line in each face
+of admin_client (`optimize = sync_rpc(calls.optimize)` / `async_rpc(...)`). Until
+then `admin.call("OptimizeModel", request)` sends any method by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from infergate.clients.transport import Call, same_response
+from infergate.clients.upload_progress import Progress, ProgressBar
+from infergate.protocol import admin_pb2 as apb
+from infergate.protocol import model_config_pb2 as mc
+
+CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A local file to upload under `filename` (its name in the version folder)."""
+
+    filename: str
+    path: Path
+    size: int
+    sha256: str
+
+    @classmethod
+    def from_path(cls, filename: str, path: Path) -> Artifact:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                digest.update(chunk)
+        return cls(filename, path, path.stat().st_size, digest.hexdigest())
+
+
+@dataclass(frozen=True)
+class ConfigUpdate:
+    """New values for the ModelConfig fields that `paths` name (UpdateModelConfig)."""
+
+    config: mc.ModelConfig
+    paths: tuple[str, ...]
+
+
+def registration_messages(
+    name: str,
+    artifacts: Sequence[Artifact],
+    config: mc.ModelConfig | None = None,
+    version: str = "",
+    progress: Progress | None = None,
+) -> Iterator[apb.RegisterModelRequest]:
+    """The RegisterModel stream: the header, then each artifact's chunks in order."""
+    header = apb.RegisterModelHeader(name=name, version=version)
+    if config is not None:
+        header.config.CopyFrom(config)
+    for artifact in artifacts:
+        header.artifacts.add(filename=artifact.filename, sha256=artifact.sha256, size=artifact.size)
+    yield apb.RegisterModelRequest(header=header)
+    for artifact in artifacts:
+        sent = 0
+        if progress is not None:
+            progress(artifact.filename, 0, artifact.size)
+        with artifact.path.open("rb") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                yield apb.RegisterModelRequest(
+                    chunk=apb.ArtifactChunk(filename=artifact.filename, data=chunk)
+                )
+                sent += len(chunk)
+                if progress is not None:
+                    progress(artifact.filename, sent, artifact.size)
+
+
+def _artifacts(files: Mapping[str, Path | str] | Sequence[Artifact]) -> list[Artifact]:
+    if isinstance(files, Mapping):
+        return [Artifact.from_path(name, Path(path)) for name, path in files.items()]
+    return list(files)
+
+
+def register(
+    name: str,
+    files: Mapping[str, Path | str] | Sequence[Artifact],
+    config: mc.ModelConfig | None = None,
+    version: str = "",
+    progress: Progress | bool | None = None,
+    *,
+    timeout_s: float | None = None,
+) -> Call[apb.RegisterModelResponse]:
+    """Upload a model version and serve it once it has loaded and warmed up.
+
+    files: artifact names ("model.onnx", "model.tflite", "model.xml" ...) to local
+    paths, or Artifacts. config: the model's config.pbtxt as a ModelConfig (None: keep
+    the current one, or derive it from the artifact). version: "" for the next number.
+    progress: True draws a progress bar on stderr; a callable gets (filename, sent,
+    size) as chunks go out. No deadline unless `timeout_s`: a large upload takes as
+    long as the network needs. Never retried.
+    """
+    if progress is True:
+        progress = ProgressBar()
+    messages = registration_messages(name, _artifacts(files), config, version, progress or None)
+    return Call(
+        "RegisterModel",
+        messages,
+        same_response,
+        timeout_s,
+        repeatable=False,
+        default_deadline=False,
+    )
+
+
+def update(
+    name: str, update: ConfigUpdate, *, timeout_s: float | None = None
+) -> Call[mc.ModelConfig]:
+    """Change batching, cache or routing settings live (see `batching()`); the config now
+    in effect. Never retried."""
+    request = apb.UpdateModelConfigRequest(name=name, config=update.config)
+    request.update_mask.paths.extend(update.paths)
+    return Call("UpdateModelConfig", request, lambda r: r.config, timeout_s, repeatable=False)
+
+
+def unregister(
+    name: str, keep_files: bool = False, *, timeout_s: float | None = None
+) -> Call[apb.UnregisterModelResponse]:
+    """Stop serving the model (queued requests finish) and remove its files unless
+    `keep_files`. Never retried."""
+    request = apb.UnregisterModelRequest(name=name, keep_files=keep_files)
+    return Call("UnregisterModel", request, same_response, timeout_s, repeatable=False)
+
+
+def list_models(*, timeout_s: float | None = None) -> Call[list[apb.ModelSummary]]:
+    """Every model with its state, versions, backend and device."""
+    return Call("ListModels", apb.ListModelsRequest(), lambda r: list(r.models), timeout_s)
+
+
+def describe(name: str, *, timeout_s: float | None = None) -> Call[apb.DescribeModelResponse]:
+    """One model in detail: versions, arms and their latencies, queue, cache, statistics."""
+    return Call("DescribeModel", apb.DescribeModelRequest(name=name), same_response, timeout_s)
+
+
+# ---- building config updates --------------------------------------------------------
+
+
+def batching(
+    *,
+    max_queue_delay_us: int | None = None,
+    max_batch_size: int | None = None,
+    preferred_batch_sizes: Sequence[int] | None = None,
+    max_queue_size: int | None = None,
+    enabled: bool | None = None,
+    cache: bool | None = None,
+    cache_ttl_ms: int | None = None,
+    routing_policy: str | None = None,
+    fixed_arm: str | None = None,
+) -> ConfigUpdate:
+    """A ConfigUpdate for the settings given; None leaves a setting as it is.
+
+    enabled=False turns dynamic batching off (and wins over the other batching
+    settings); any batching setting turns it on for a model that batches.
+    """
+    config = mc.ModelConfig()
+    paths: list[str] = []
+    if enabled is False:
+        paths.append("dynamic_batching")
+    else:
+        batch = config.dynamic_batching
+        if enabled:
+            paths.append("dynamic_batching")
+            batch.SetInParent()
+        if max_queue_delay_us is not None:
+            batch.max_queue_delay_microseconds = max_queue_delay_us
+            paths.append("dynamic_batching.max_queue_delay_microseconds")
+        if preferred_batch_sizes is not None:
+            batch.preferred_batch_size.extend(preferred_batch_sizes)
+            paths.append("dynamic_batching.preferred_batch_size")
+        if max_queue_size is not None:
+            batch.default_queue_policy.max_queue_size = max_queue_size
+            paths.append("dynamic_batching.default_queue_policy.max_queue_size")
+    if max_batch_size is not None:
+        config.max_batch_size = max_batch_size
+        paths.append("max_batch_size")
+    if cache is not None:
+        config.response_cache.enable = cache
+        paths.append("response_cache.enable")
+    if cache_ttl_ms is not None:
+        config.response_cache_ttl_ms = cache_ttl_ms
+        paths.append("response_cache_ttl_ms")
+    if routing_policy is not None:
+        config.routing.policy = routing_policy
+        paths.append("routing.policy")
+    if fixed_arm is not None:
+        config.routing.fixed_arm = fixed_arm
+        paths.append("routing.fixed_arm")
+    return ConfigUpdate(config, tuple(paths))
