@@ -9,7 +9,7 @@ REPOSITORY ?= models/repository
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: help install system-deps proto models run test lint bench clean
+.PHONY: help install system-deps node-deps proto models run test lint bench clean
 
 help:
 	@echo "make run     set up, build the demo models, serve them on $(HOST):$(PORT)"
@@ -19,15 +19,16 @@ help:
 	@echo "make proto   regenerate infergate/protocol from proto/*.proto"
 	@echo "make models  build the demo models into $(REPOSITORY)"
 
-install: $(STAMP) system-deps
+install: $(STAMP) system-deps node-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	# `server`: the gateway (the base install is the client library alone).
 	# `convert` (tensorflow) rebuilds the committed .tflite demo files; the tests
 	# check that it still reproduces them. Serving needs LiteRT only.
-	$(BIN)/python -m pip install --quiet -e '.[dev,convert]'
+	$(BIN)/python -m pip install --quiet -e '.[server,dev,convert]'
 	touch $(STAMP)
 
 # perf_analyzer (shipped in tritonclient's wheel) links against libb64.
@@ -37,6 +38,15 @@ system-deps:
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libb64-0d; \
 	fi
+
+# The Node.js client's packages, exactly as its lockfile says; its test runs in `make test`.
+NODE_MODULES := clients/node/node_modules/.package-lock.json
+node-deps: $(NODE_MODULES)
+
+$(NODE_MODULES): clients/node/package.json clients/node/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js 18+ (the Node.js client's test needs it)"; exit 1; }
+	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
