@@ -50,9 +50,12 @@ ARTIFACT = "model.onnx"
 # Past this, protobuf cannot hold the model in one message: weights go beside it.
 _EXTERNAL_DATA_BYTES = 1_800_000_000
 _CALIBRATION_BATCH = 16
-# Calibration keeps every intermediate tensor of every batch until it computes the
-# ranges; merging every few batches bounds that memory on conv nets.
-_CALIBRATION_FLUSH = 8
+# onnxruntime's MinMax calibration keeps every intermediate tensor of every batch in
+# memory until the end (about 1 MB a row on the demo CNN), so at most this many rows
+# are used, evenly spread over the set. Its CalibMaxIntermediateOutputs option would
+# bound that, but (onnxruntime 1.31) it drops the batches collected so far instead of
+# merging their ranges, and fails outright when the batch count is a multiple of it.
+MAX_STATIC_CALIBRATION_ROWS = 1000
 
 
 def _source_check(machine: Machine, version_dir: Path) -> str | None:
@@ -143,8 +146,12 @@ def build_int8_static(ctx: BuildContext) -> BuiltArtifact:
     source = first_file(ctx.version_dir, SOURCE, "ONNX model")
     prepared = _pre_process(source, ctx)
     names = map_inputs([t.name for t in ctx.spec.inputs], _graph_inputs(prepared), "int8-static")
+    rows = ctx.calibration
+    if rows.rows > MAX_STATIC_CALIBRATION_ROWS:
+        spread = np.linspace(0, rows.rows - 1, MAX_STATIC_CALIBRATION_ROWS).round().astype(int)
+        rows = rows.take(spread, f"{rows.source} ({MAX_STATIC_CALIBRATION_ROWS} rows spread)")
     reader = CalibrationReader(
-        ctx.calibration, ctx.spec, names, ctx.progress.sub(0.3, 0.9), _CALIBRATION_BATCH
+        rows, ctx.spec, names, ctx.progress.sub(0.3, 0.9), _CALIBRATION_BATCH
     )
     quantize_static(
         prepared,
@@ -157,7 +164,6 @@ def build_int8_static(ctx: BuildContext) -> BuiltArtifact:
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
         use_external_data_format=source.stat().st_size > _EXTERNAL_DATA_BYTES,
-        extra_options={"CalibMaxIntermediateOutputs": _CALIBRATION_FLUSH},
     )
     ctx.progress.report("build", 1.0, "int8 (static, QDQ) model written")
     return BuiltArtifact(
@@ -172,7 +178,7 @@ def build_int8_static(ctx: BuildContext) -> BuiltArtifact:
             "reduce_range": ctx.machine.reduce_range,
             "vnni": ctx.machine.vnni,
             "calibrate_method": "MinMax",
-            "calibration_rows": ctx.calibration.rows,
+            "calibration_rows": rows.rows,
             "ops": _op_counts(ctx.out_dir / ARTIFACT),
         },
     )

@@ -20,12 +20,22 @@ from infergate.optimize import (
     VariantOutcome,
     build_variant,
     build_variants,
+    dataset,
     list_variants,
+    prepare,
     servable_variants,
 )
 from infergate.optimize.gate import run_model
 from infergate.schema.errors import InvalidInput, PreconditionFailed
-from tests.optimize.conftest import DIGITS_SPEC, OPTIONS, copy_version, digits_data, figures_of
+from tests.optimize.conftest import (
+    DIGITS_SPEC,
+    OPTIONS,
+    TRAIN_ROWS,
+    copy_version,
+    digits_arrays,
+    digits_data,
+    figures_of,
+)
 
 ORT_VARIANTS = ("optimized", "int8-dynamic", "int8-static")
 Built = tuple[Path, dict[str, VariantOutcome], list[tuple[str, float, str]]]
@@ -232,3 +242,23 @@ def test_a_cancelled_build_leaves_nothing(
             progress=cancel,
         )
     assert list((version / "variants").iterdir()) == []
+
+
+def test_static_calibration_uses_every_row_whatever_the_batch_count(
+    tmp_path: Path, machine: Machine
+) -> None:
+    # 128 rows = 8 batches of 16: onnxruntime's CalibMaxIntermediateOutputs=8 would
+    # have dropped them all ("No data is collected"); every row must count.
+    x, labels = digits_arrays()
+    data = prepare(
+        DIGITS_SPEC,
+        dataset(DIGITS_SPEC, {"x": x[:128]}, source="128 rows"),
+        dataset(DIGITS_SPEC, {"x": x[TRAIN_ROWS:]}, labels[TRAIN_ROWS:]),
+    )
+    version = copy_version(tmp_path / "1")
+    outcome = build_variant(
+        version, DIGITS_SPEC, "onnxruntime", "int8-static", data, options=OPTIONS, machine=machine
+    )
+    assert outcome.status == ADMITTED, outcome.reason
+    (stored,) = list_variants(version)
+    assert stored.record["build"]["details"]["calibration_rows"] == 128
