@@ -98,3 +98,31 @@ def poisonable_model(path: Path) -> Path:
         ],
     )
     return _save(graph, path)
+
+
+def fails_on_zeros_model(path: Path) -> Path:
+    """y = x, FP32 [batch, 4], through a Reshape to [-1, int(min(x)) + 3]: all-zero
+    inputs (the gateway's synthetic warm-up) make the runtime fail (4 elements a row
+    do not divide by 3), x = 1.0 passes."""
+    dims: list[int | str] = ["batch", 4]
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMin", ["x"], ["low"], keepdims=0),
+            helper.make_node("Cast", ["low"], ["k0"], to=TensorProto.INT64),
+            helper.make_node("Add", ["k0", "three"], ["k"]),
+            helper.make_node("Unsqueeze", ["k", "axis0"], ["k1"]),
+            helper.make_node("Concat", ["minus_one", "k1"], ["inner_shape"], axis=0),
+            helper.make_node("Reshape", ["x", "inner_shape"], ["inner"]),
+            helper.make_node("Reshape", ["inner", "outer_shape"], ["y"]),
+        ],
+        "fails_on_zeros",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
+        initializer=[
+            helper.make_tensor("minus_one", TensorProto.INT64, [1], [-1]),
+            helper.make_tensor("outer_shape", TensorProto.INT64, [2], [-1, 4]),
+            helper.make_tensor("axis0", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("three", TensorProto.INT64, [], [3]),
+        ],
+    )
+    return _save(graph, path)

@@ -15,8 +15,7 @@ import grpc
 import numpy as np
 import pytest
 
-from infergate.clients import AsyncClient
-from infergate.clients.client import InferenceError
+from infergate.clients import AsyncClient, InferenceError
 from infergate.gateway.server import GatewayServer
 from infergate.settings import Settings
 from tests.backends.support import ATOL, BACKENDS, RTOL, Counting, pinned_repository, reference

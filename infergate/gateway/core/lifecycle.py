@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 from infergate.backends.base import Backend, BackendOptions
 from infergate.gateway.core.batch_telemetry import BatchTelemetry
@@ -23,14 +24,17 @@ from infergate.gateway.core.cache import ResponseCache
 from infergate.gateway.core.loader import load_model
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.registry import ModelRegistry
-from infergate.gateway.core.repository import ModelSource, list_models, read_model
+from infergate.gateway.core.repository import ModelSource, list_models, read_versions
 from infergate.gateway.core.routing import DEFAULT_RUN_OPTIONS, RunOptions, make_policy
+from infergate.gateway.core.version_policy import served_versions
 from infergate.protocol import model_config_pb2 as mc
 from infergate.schema.errors import GatewayError, ModelLoadError
 from infergate.telemetry.metrics import Metrics, ModelSnapshot, Snapshot
 from infergate.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class ModelLifecycle:
@@ -57,6 +61,9 @@ class ModelLifecycle:
             max_workers=max(1, worker_threads), thread_name_prefix="infergate-worker"
         )
         self._retiring: set[asyncio.Task[None]] = set()
+        # Versions that failed while others of the same model loaded: the model's
+        # reason once those serve.
+        self._partly_failed: dict[str, str] = {}
         self._closed = False
         self._tracing: Tracing | None = None
         self._metrics: Metrics | None = None
@@ -78,17 +85,33 @@ class ModelLifecycle:
 
     async def load_from_repository(
         self, repository: Path, name: str, config: mc.ModelConfig | None = None
-    ) -> ModelVersion:
-        """Read a model's newest version from the repository (with `config` over its
-        own, if given) and load it as load() does, recording any failure."""
+    ) -> list[ModelVersion]:
+        """Read a model from the repository (with `config` over its own, if given) and
+        load the versions its version_policy serves, oldest first, as load() does.
 
-        def read_and_load() -> ModelVersion:
-            source = read_model(repository, name)
-            if config is not None:
-                source = replace(source, config=config)
-            return self._load_source(source)
+        A version that fails is logged, and becomes the model's reason once the others
+        serve; only when none loads does this fail (recording it)."""
 
-        return await self._load(name, read_and_load, record_failure=True)
+        def read() -> list[ModelSource]:
+            def policy(disk_config: mc.ModelConfig | None, on_disk: list[str]) -> list[str]:
+                return served_versions(config or disk_config, on_disk)
+
+            sources = read_versions(repository, name, select=policy)
+            return [replace(s, config=config) for s in sources] if config else sources
+
+        sources = await self._load(name, read, record_failure=True)
+        loaded: list[ModelVersion] = []
+        failures: list[GatewayError] = []
+        for source in sources:
+            try:
+                loaded.append(await self.load(source, record_failure=False))
+            except GatewayError as exc:
+                failures.append(exc)
+        if not loaded:
+            self._record_failure(name, failures[0], always=True)
+            raise failures[0]
+        self._partly_failed[name] = "; ".join(str(f) for f in failures)
+        return loaded
 
     async def load_repository(self, repository: Path) -> None:
         """Load and serve every model in the repository; a model that fails is recorded
@@ -96,17 +119,16 @@ class ModelLifecycle:
         for name in list_models(repository):
             self.registry.set_loading(name)
             try:
-                model = await self.load_from_repository(repository, name)
+                versions = await self.load_from_repository(repository, name)
             except GatewayError:
                 continue
-            self.serve(model)
+            for model in versions:
+                self.serve(model)
 
     def _load_source(self, source: ModelSource) -> ModelVersion:
         return load_model(source, self.backends, self.options, self.default_max_batch_size)
 
-    async def _load(
-        self, name: str, load: Callable[[], ModelVersion], record_failure: bool
-    ) -> ModelVersion:
+    async def _load(self, name: str, load: Callable[[], T], record_failure: bool) -> T:
         # The one place a load fails: every caller sees a GatewayError, logged once.
         try:
             return await asyncio.to_thread(load)
@@ -130,9 +152,16 @@ class ModelLifecycle:
     def serve(self, model: ModelVersion) -> None:
         """Make a loaded model take traffic; versions it replaces drain in the background."""
         telemetry = BatchTelemetry(model.name, self._tracing, self._metrics)
-        model.start(self._executor, self.max_inflight_batches, telemetry, self.run_options)
-        for old in self.registry.set_ready(model):
+        inflight = model.instances or self.max_inflight_batches
+        model.start(self._executor, inflight, telemetry, self.run_options)
+
+        def policy(serving: list[str]) -> list[str]:
+            return served_versions(model.config, serving)
+
+        for old in self.registry.set_ready(model, keep=policy):
             self._retire(old)
+        if failed := self._partly_failed.pop(model.name, ""):  # its sibling versions
+            self.registry.set_failed(model.name, failed)
 
     def _retire(self, model: ModelVersion) -> None:
         task = asyncio.get_running_loop().create_task(model.aclose(drain=True))

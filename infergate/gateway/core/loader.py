@@ -14,13 +14,14 @@ import numpy as np
 
 from infergate.backends.base import Backend, BackendOptions, LoadedModel
 from infergate.gateway.core.arms import Arm
+from infergate.gateway.core.config_fields import unacted_fields
 from infergate.gateway.core.config_spec import config_from_artifact, reconcile, spec_from_config
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.repository import ModelSource
+from infergate.gateway.core.warmup import warm_up, with_rows
 from infergate.protocol import model_config_pb2 as mc
-from infergate.schema import datatypes
 from infergate.schema.errors import ModelLoadError
-from infergate.schema.tensors import VARIABLE, ModelSpec, Tensors
+from infergate.schema.tensors import ModelSpec, Tensors
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ def load_model(
     """
     started = time.monotonic()
     candidates = choose_backends(source, backends)
+    kinds = _wanted_device_kinds(source.config)
+    if kinds == {mc.ModelInstanceGroup.KIND_CPU}:
+        options = replace(options, use_gpu=False)
     config: mc.ModelConfig | None = None
     spec: ModelSpec | None = None
     arms: list[Arm] = []
@@ -107,9 +111,14 @@ def load_model(
                 if not config.platform:
                     config.platform = _BACKEND_PLATFORMS.get(backend.name, backend.name)
             arm_spec = reconcile(config, runtime.inputs, runtime.outputs)
-            canary = warm_up(runtime, arm_spec, source.name)
+            if kinds == {mc.ModelInstanceGroup.KIND_GPU} and runtime.device == "cpu":
+                raise ModelLoadError(
+                    f"instance_group asks for KIND_GPU, but {backend.name} runs it on the CPU here"
+                )
+            canary = warm_up(runtime, arm_spec, config, source.folder)
             arm = Arm(backend.name, runtime.device, "fp32", runtime, canary=canary)
-            profile(arm, arm_spec)
+            if canary is not None:
+                profile(arm, arm_spec, canary)
         except Exception as exc:
             if runtime is not None:
                 runtime.close()
@@ -127,6 +136,13 @@ def load_model(
             f"model '{source.name}' version {source.version} loads on no backend: "
             + "; ".join(f"{name}: {why}" for name, why in errors.items())
         )
+    ignored = unacted_fields(config)
+    if source.unknown_fields or ignored:
+        log.warning(
+            "model %s: config fields infergate does not act on: %s",
+            source.name,
+            ", ".join([*source.unknown_fields, *ignored]),
+        )
     log.info(
         "loaded model %s version %s on %s in %.2fs",
         source.name,
@@ -142,6 +158,7 @@ def load_model(
         arms=arms,
         platform=config.platform,
         arm_errors=errors,
+        instances=instance_count(config),
     )
 
 
@@ -186,15 +203,17 @@ def _config_for(
     return config
 
 
-def profile(arm: Arm, spec: ModelSpec, runs: int = 3) -> None:
+def profile(arm: Arm, spec: ModelSpec, sample: Tensors, runs: int = 3) -> None:
     """Seed the arm's latency model over a few batch sizes, so routing starts informed.
 
-    The median of a few runs per size goes in: one stall on a busy machine must not
-    teach the router a wrong slope before it has served anything.
+    `sample` is what the arm ran at warm-up, grown to each size. The median of a
+    few runs per size goes in: one stall on a busy machine must not teach the
+    router a wrong slope before it has served anything.
     """
+    batches = spec.max_batch_size > 0
     sizes = sorted({1, max(1, spec.max_batch_size // 4), max(1, spec.max_batch_size)})
-    for rows in sizes:
-        inputs = _zeros(spec, rows)
+    for rows in sizes if batches else [1]:
+        inputs = with_rows(sample, rows) if batches else sample
         times = []
         for _ in range(runs):
             started = time.perf_counter()
@@ -203,32 +222,19 @@ def profile(arm: Arm, spec: ModelSpec, runs: int = 3) -> None:
         arm.latency.observe(rows, float(np.median(times)))
 
 
-def warm_up(runtime: LoadedModel, spec: ModelSpec, name: str) -> Tensors:
-    """One inference on zeros at batch 1: proves the model runs and pays lazy set-up.
-
-    Returns the inputs it ran: the arm's canary (see Router.execute).
-    """
-    inputs = _zeros(spec, 1)
-    try:
-        outputs = runtime.infer(inputs)
-    except Exception as exc:
-        raise ModelLoadError(f"model '{name}' failed its warm-up inference: {exc}") from exc
-    missing = set(spec.output_names()) - set(outputs)
-    if missing:
-        raise ModelLoadError(f"model '{name}' did not return outputs {sorted(missing)}")
-    return inputs
+def instance_count(config: mc.ModelConfig) -> int | None:
+    """Batches of the model that may run side by side, from its instance groups
+    (Triton's count, 1 when unset); None: no groups, the gateway's setting applies."""
+    if not config.instance_group:
+        return None
+    return sum(max(1, group.count) for group in config.instance_group)
 
 
-def _zeros(spec: ModelSpec, rows: int) -> dict[str, np.ndarray]:
-    """Inputs of zeros (empty strings for BYTES) with `rows` rows where the model batches."""
-    inputs: dict[str, np.ndarray] = {}
-    for tensor in spec.inputs:
-        dims = list(tensor.shape)
-        if spec.max_batch_size > 0 and dims:
-            dims[0] = rows
-        shape = tuple(1 if d == VARIABLE else d for d in dims)
-        if tensor.datatype == "BYTES":
-            inputs[tensor.name] = np.full(shape, b"", dtype=object)
-        else:
-            inputs[tensor.name] = np.zeros(shape, dtype=datatypes.from_name(tensor.datatype).numpy)
-    return inputs
+def _wanted_device_kinds(config: mc.ModelConfig | None) -> set[int]:
+    """The instance group kinds a config insists on (KIND_CPU, KIND_GPU); empty: any."""
+    if config is None:
+        return set()
+    kinds: set[int] = {int(group.kind) for group in config.instance_group}
+    if kinds and kinds <= {mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_GPU}:
+        return kinds
+    return set()  # KIND_AUTO / KIND_MODEL anywhere: the backends decide

@@ -27,6 +27,9 @@ class ModelVersion:
     stats: ModelStats = field(default_factory=ModelStats)
     # Backends that could have run it but failed to load, with why.
     arm_errors: dict[str, str] = field(default_factory=dict)
+    # Batches that may run side by side per device, from the config's instance
+    # groups; None: the gateway's --max-inflight-batches.
+    instances: int | None = None
     _router: Router | None = field(default=None, repr=False)
     _queue: BatchQueue | None = field(default=None, repr=False)
 

@@ -157,7 +157,8 @@ class ModelControl:
         return Registered(model, load_s, tuple(v for v in replaced if v != version))
 
     async def reload(self, name: str, config: mc.ModelConfig | None = None) -> ModelVersion:
-        """(Re)load a model's newest version from the repository, with a new config if given."""
+        """(Re)load a model from the repository (the versions its version_policy
+        serves), with a new config if given; returns the newest."""
         repository = self._require_repository()
         _check_name(name)
         return await self._to_completion(
@@ -170,19 +171,25 @@ class ModelControl:
         async with self._lock(name):
             if not (repository / name).is_dir():
                 raise ModelNotFound(f"model {shown(name)} is not in the repository {repository}")
-            model = await self.lifecycle.load_from_repository(repository, name, config)
+            versions = await self.lifecycle.load_from_repository(repository, name, config)
             if config is not None:
                 try:
                     await asyncio.to_thread(store.write_config, repository / name, config)
                 except BaseException:
-                    await model.aclose(drain=False)
+                    for model in versions:
+                        await model.aclose(drain=False)
                     raise
-            reloaded_same_version = model.version in self._serving_versions(name)
-            self.lifecycle.serve(model)
-            if reloaded_same_version:  # its files may have changed under the same number
-                await self.lifecycle.forget_answers(name, model.version)
-            log.info("loaded model %s version %s from the repository", name, model.version)
-            return model
+            serving = self._serving_versions(name)
+            for model in versions:
+                self.lifecycle.serve(model)
+                if model.version in serving:  # its files may have changed under the same number
+                    await self.lifecycle.forget_answers(name, model.version)
+            log.info(
+                "loaded model %s versions %s from the repository",
+                name,
+                ", ".join(m.version for m in versions),
+            )
+            return versions[-1]
 
     async def update_config(
         self, name: str, update: mc.ModelConfig, paths: list[str]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from infergate.gateway.core.model import ModelVersion
@@ -71,16 +71,29 @@ class ModelRegistry:
         if not entry.versions:
             entry.state = ModelState.LOADING
 
-    def set_ready(self, model: ModelVersion) -> list[ModelVersion]:
-        # One version serves at a time (Triton's default version policy, latest 1).
-        """Serve this version as the model's latest; returns versions it replaced."""
+    def set_ready(
+        self, model: ModelVersion, keep: Callable[[list[str]], list[str]] | None = None
+    ) -> list[ModelVersion]:
+        """Serve this version; returns the versions it replaced.
+
+        `keep` picks, from the versions then serving (this one included), those that
+        go on serving (the model's version_policy); by default only this one. A
+        version the policy leaves out still serves when it is the one just made
+        ready: it was asked for. The newest serving version answers requests that
+        name none.
+        """
         entry = self._models.setdefault(model.name, ModelEntry(model.name))
-        replaced = [v for k, v in entry.versions.items() if k != model.version]
-        previous = entry.versions.get(model.version)
-        if previous is not None and previous is not model:
-            replaced.append(previous)
-        entry.versions = {model.version: model}
-        entry.latest = model.version
+        candidates = sorted({*entry.versions, model.version}, key=version_key)
+        kept = set(keep(candidates) if keep is not None else ()) | {model.version}
+        replaced = [
+            v
+            for k, v in entry.versions.items()
+            if k not in kept or (k == model.version and v is not model)
+        ]
+        versions = {k: v for k, v in entry.versions.items() if k in kept and k != model.version}
+        versions[model.version] = model
+        entry.versions = dict(sorted(versions.items(), key=lambda kv: version_key(kv[0])))
+        entry.latest = next(reversed(entry.versions))
         entry.state = ModelState.READY
         entry.reason = ""
         return replaced

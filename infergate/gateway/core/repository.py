@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
 
+from infergate.gateway.core.config_text import ConfigSyntaxError, ParsedConfig, parse_config_text
 from infergate.protocol import model_config_pb2 as mc
 from infergate.schema.errors import ModelLoadError, shown
 
@@ -33,6 +35,8 @@ class ModelSource:
     config: mc.ModelConfig | None  # None: derive it from the artifact
     version: str
     version_dir: Path
+    # Fields the config.pbtxt names that ModelConfig does not declare (skipped).
+    unknown_fields: tuple[str, ...] = ()
 
 
 def is_valid_model_name(name: str) -> bool:
@@ -40,18 +44,16 @@ def is_valid_model_name(name: str) -> bool:
 
 
 def parse_config(text: str, source: str) -> mc.ModelConfig:
-    """Parse config.pbtxt text; unknown (Triton-only) fields are skipped with a warning."""
-    config = mc.ModelConfig()
+    """Parse config.pbtxt text; fields ModelConfig does not declare are skipped."""
+    return parse_config_fields(text, source).config
+
+
+def parse_config_fields(text: str, source: str) -> ParsedConfig:
+    """Parse config.pbtxt text, naming the fields ModelConfig does not declare."""
     try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as strict_error:
-        config = mc.ModelConfig()
-        try:
-            text_format.Parse(text, config, allow_unknown_field=True)
-        except text_format.ParseError as exc:
-            raise ModelLoadError(f"{source}: {exc}") from exc
-        log.warning("%s: ignoring what infergate does not support: %s", source, strict_error)
-    return config
+        return parse_config_text(text)
+    except (text_format.ParseError, ConfigSyntaxError) as exc:
+        raise ModelLoadError(f"{source}: {exc}") from exc
 
 
 def list_models(repository: Path) -> list[str]:
@@ -65,6 +67,18 @@ def list_models(repository: Path) -> list[str]:
 
 def read_model(repository: Path, name: str) -> ModelSource:
     """The config and the newest version folder of one model; ModelLoadError if unusable."""
+    return read_versions(repository, name, newest_only=True)[-1]
+
+
+def read_versions(
+    repository: Path,
+    name: str,
+    *,
+    newest_only: bool = False,
+    select: Callable[[mc.ModelConfig | None, list[str]], list[str]] | None = None,
+) -> list[ModelSource]:
+    """One model's config and version folders, oldest first: the newest only, every
+    one, or those `select` (config, versions on disk) picks; ModelLoadError if none."""
     if not is_valid_model_name(name):
         raise ModelLoadError(
             f"{shown(name)} is not a valid model name (letters, digits, '_', '-', '.'; "
@@ -73,21 +87,27 @@ def read_model(repository: Path, name: str) -> ModelSource:
     folder = repository / name
     config_path = folder / CONFIG_FILE
     config: mc.ModelConfig | None = None
+    unknown: tuple[str, ...] = ()
     if config_path.is_file():
-        config = parse_config(config_path.read_text(), str(config_path))
+        parsed = parse_config_fields(config_path.read_text(), str(config_path))
+        config, unknown = parsed.config, parsed.unknown_fields
         if config.name and config.name != name:
             raise ModelLoadError(
                 f"{config_path}: config name {shown(config.name)} does not match its folder "
                 f"{shown(name)}"
             )
         config.name = name
-    versions = version_folders(folder)
-    if not versions:
+    on_disk = version_folders(folder)
+    if not on_disk:
         raise ModelLoadError(
             f"model {shown(name)} has no version folder (expected {folder}/<number>/model.onnx)"
         )
-    version = versions[-1]
-    return ModelSource(name, folder, config, version, folder / version)
+    chosen = on_disk[-1:] if newest_only or select is None else select(config, on_disk)
+    if not chosen:
+        raise ModelLoadError(
+            f"model {shown(name)}: its version_policy serves none of the versions on disk {on_disk}"
+        )
+    return [ModelSource(name, folder, config, v, folder / v, unknown) for v in chosen]
 
 
 def version_folders(model_folder: Path) -> list[str]:
