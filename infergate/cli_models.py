@@ -317,4 +317,3 @@ def format_description(d: apb.DescribeModelResponse) -> str:
         f"{sc.max_bytes / 1e6:.0f} MB, hit ratio {sc.hit_ratio:.0%}"
     )
     return "\n".join(lines)
-
