@@ -37,6 +37,8 @@ def served(repository: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[
             str(port_file),
             "--shutdown-grace-s",
             "2",
+            "--drain-s",
+            "0.5",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -103,7 +105,7 @@ def test_serve_infer_then_stop_gracefully_on_sigterm(
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
-    assert "signal received: stopping" in output and "infergate stopped" in output
+    assert "SIGTERM received: stopping (drain 0.5s" in output and "infergate stopped" in output
 
 
 def test_backends_command_lists_onnxruntime_on_cpu() -> None:
