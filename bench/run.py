@@ -37,6 +37,7 @@ from bench.backends import backends_section
 from bench.batching import batching_section
 from bench.cache import cache_section
 from bench.config import ROOT, BenchConfig, parse_config
+from bench.isolation import isolation_section
 from bench.machine import machine_info, machine_summary
 from bench.overload import overload_section
 from bench.peer import peer_section
@@ -55,6 +56,7 @@ SECTIONS: dict[str, Callable[[BenchConfig, Path], Section]] = {
     "routing": routing_section,
     "tracing": tracing_section,
     "overload": overload_section,
+    "isolation": isolation_section,
     "peer": peer_section,
 }
 
