@@ -11,6 +11,8 @@ written against the first client catches them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 
@@ -21,6 +23,17 @@ class ClientError(Exception):
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Made again from code and message, whatever the subclass's own parameters, so
+        # that an error crosses a process boundary (multiprocessing, concurrent.futures).
+        return (_restore, (type(self), self.code, self.message))
+
+
+def _restore(kind: type[ClientError], code: grpc.StatusCode, message: str) -> ClientError:
+    error = kind.__new__(kind)
+    ClientError.__init__(error, code, message)
+    return error
 
 
 InferenceError = ClientError

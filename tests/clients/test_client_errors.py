@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 import socket
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from infergate.clients import (
     Overloaded,
     PermissionDenied,
     RetryPolicy,
+    StreamError,
     Unauthenticated,
     Unavailable,
     exceptions,
@@ -136,11 +138,8 @@ def test_no_server_is_unavailable_after_the_retries() -> None:
         with pytest.raises(Unavailable) as caught:
             client.is_server_live()
         assert caught.value.code is grpc.StatusCode.UNAVAILABLE
-        # Inference is sent once unless the caller allows repeats.
-        started = time.monotonic()
-        with pytest.raises(Unavailable):
+        with pytest.raises(Unavailable):  # tried once (test_retry.py counts the attempts)
             client.infer("digits", X)
-        assert time.monotonic() - started < 0.15
 
 
 def test_every_error_is_a_client_error_with_its_code() -> None:
@@ -151,5 +150,13 @@ def test_every_error_is_a_client_error_with_its_code() -> None:
         assert isinstance(error, ClientError)
         assert (error.code, error.message, str(error)) == (code, "why", f"{code.name}: why")
     assert exceptions.error_for(grpc.StatusCode.RESOURCE_EXHAUSTED, "").__class__ is Overloaded
+    for error in (exceptions.error_for(grpc.StatusCode.NOT_FOUND, "m"), StreamError("failed")):
+        copy = pickle.loads(pickle.dumps(error))
+        assert (type(copy), copy.code, copy.message, str(copy)) == (
+            type(error),
+            error.code,
+            error.message,
+            str(error),
+        )
     # The names the first client raised still catch everything.
     assert InferenceError is ClientError and AdminError is ClientError

@@ -13,24 +13,9 @@ from infergate.clients.infer_messages import encode_input
 from infergate.gateway.server import GatewayServer
 from infergate.settings import Settings
 from tests import onnx_models
+from tests.gateway.test_datatypes_e2e import SAMPLES  # one sample of each datatype
 
 rng = np.random.default_rng(3)
-
-SAMPLES: dict[str, np.ndarray] = {
-    "BOOL": np.array([[True, False, True]]),
-    "UINT8": np.array([[0, 7, 255]], np.uint8),
-    "UINT16": np.array([[0, 7, 65535]], np.uint16),
-    "UINT32": np.array([[0, 7, 2**32 - 1]], np.uint32),
-    "UINT64": np.array([[0, 7, 2**64 - 1]], np.uint64),
-    "INT8": np.array([[-128, 0, 127]], np.int8),
-    "INT16": np.array([[-(2**15), 0, 2**15 - 1]], np.int16),
-    "INT32": np.array([[-(2**31), 0, 2**31 - 1]], np.int32),
-    "INT64": np.array([[-(2**63), 0, 2**63 - 1]], np.int64),
-    "FP16": rng.standard_normal((2, 3)).astype(np.float16),
-    "FP32": rng.standard_normal((2, 3)).astype(np.float32),
-    "FP64": rng.standard_normal((2, 3)),
-    "BYTES": np.array([[b"", b"hello", "żółw".encode()]], dtype=object),
-}
 
 
 @pytest.fixture(scope="module")
