@@ -64,8 +64,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The hardening suite's long forms (generated malformed calls, minutes of mixed
+# traffic) run here; `make test` runs their short forms.
+FUZZ_EXAMPLES_LONG ?= 5000
+SOAK_SECONDS_LONG ?= 300
+
 bench: install models
 	$(BIN)/python -m bench.run --repository $(REPOSITORY)
+	mkdir -p bench/results
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES_LONG) FUZZ_REPORT=bench/results/fuzz.json \
+	SOAK_SECONDS=$(SOAK_SECONDS_LONG) SOAK_REPORT=bench/results/soak.json \
+	$(BIN)/python -m pytest -q -s -p no:cacheprovider tests/hardening -k "fuzz or soak"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
