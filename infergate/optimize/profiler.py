@@ -9,6 +9,10 @@ variant, on each backend and device) and, for every batch size and concurrency
   thread pools) and the calling threads' alone (thread_time);
 - resident memory before and after (the growth a batch size costs);
 - cost per 1000 inferences: the device's price per hour over the throughput.
+Arms take turns: each one's time is split into `rounds` windows run in rotation with
+the other arms', so that a neighbour's burst of load on a shared machine is spread
+over all arms instead of falling on one.
+
 Then it names the best arm for each objective: lowest p99 at batch 1 (within the
 latency budget, if one is given), highest throughput and lowest cost among the
 measurements whose p99 stays within the budget. It decides on p99, not p50: the tail
@@ -67,6 +71,10 @@ class ProfileSettings:
     min_calls: int = 20  # even if that takes longer than duration_s
     max_calls: int = 100_000
     warmup_calls: int = 3
+    # Each arm's time is split into this many windows, taken in turn with the other
+    # arms' (arm A, B, C, A, B, C, ...), so a neighbour's burst on a shared machine
+    # lands on every arm rather than on whichever ran at that moment.
+    rounds: int = 3
     latency_budget_ms: float | None = None
     prices_per_hour: Mapping[str, float] = field(
         default_factory=lambda: dict(DEFAULT_PRICES_PER_HOUR)
@@ -78,6 +86,8 @@ class ProfileSettings:
             raise InvalidInput(f"batch sizes must be at least 1, not {self.batch_sizes}")
         if not self.concurrency or min(self.concurrency) < 1:
             raise InvalidInput(f"concurrency must be at least 1, not {self.concurrency}")
+        if self.rounds < 1:
+            raise InvalidInput(f"rounds must be at least 1, not {self.rounds}")
         if not self.duration_s > 0 or self.min_calls < 1 or self.max_calls < self.min_calls:
             raise InvalidInput("duration_s must be > 0 and 1 <= min_calls <= max_calls")
         if self.latency_budget_ms is not None and not self.latency_budget_ms > 0:
@@ -168,14 +178,29 @@ def profile_arms(
     batches = _batch_sizes(settings.batch_sizes, max_batch_size)
     make = _inputs(inputs, arms[0].model, max_batch_size > 0, settings.seed)
     span = ProgressSpan(progress)
-    runs = [(a, b, c) for a in arms for b in batches for c in sorted(set(settings.concurrency))]
+    configs = [(b, c) for b in batches for c in sorted(set(settings.concurrency))]
     infos = tuple(_info(a, settings) for a in arms)
     price = {i.name: i.price_per_hour for i in infos}
-    measured: list[Measurement] = []
-    for i, (arm, batch, threads) in enumerate(runs):
-        span.report("profile", i / len(runs), f"{arm.name}: batch {batch} x {threads} threads")
-        measured.append(_measure(arm, make(batch), batch, threads, settings, price[arm.name]))
-    span.done("profile", f"{len(runs)} measurements")
+    windows: dict[tuple[str, int, int], list[_Window]] = {}
+    total = len(configs) * settings.rounds * len(arms)
+    step = 0
+    for batch, threads in configs:
+        feed = make(batch)
+        for arm in arms:
+            for _ in range(settings.warmup_calls):
+                arm.model.infer(feed)
+        for _ in range(settings.rounds):
+            for arm in arms:
+                span.report("profile", step / total, f"{arm.name}: batch {batch} x {threads}")
+                step += 1
+                window = _window(arm.model, feed, threads, settings)
+                windows.setdefault((arm.name, batch, threads), []).append(window)
+    measured = [
+        _merge(arm.name, batch, threads, windows[(arm.name, batch, threads)], price[arm.name])
+        for arm in arms
+        for batch, threads in configs
+    ]
+    span.done("profile", f"{len(measured)} measurements")
     return ProfileReport(
         model=model,
         arms=infos,
@@ -298,33 +323,38 @@ def _info(arm: ProfileArm, settings: ProfileSettings) -> ArmInfo:
     )
 
 
-def _measure(
-    arm: ProfileArm,
-    batch: dict[str, np.ndarray],
-    batch_size: int,
-    threads: int,
-    settings: ProfileSettings,
-    price: float | None,
-) -> Measurement:
-    for _ in range(settings.warmup_calls):
-        arm.model.infer(batch)
-    per_thread_min = math.ceil(settings.min_calls / threads)
-    per_thread_max = max(per_thread_min, settings.max_calls // threads)
+@dataclass(frozen=True)
+class _Window:
+    """One stretch of calls to one arm: the raw figures, merged into a Measurement."""
+
+    latencies_s: list[float]
+    wall_s: float
+    process_cpu_s: float
+    caller_cpu_s: float
+    rss_delta_bytes: int | None
+
+
+def _window(
+    model: LoadedModel, batch: dict[str, np.ndarray], threads: int, settings: ProfileSettings
+) -> _Window:
+    calls_min = math.ceil(settings.min_calls / (threads * settings.rounds))
+    calls_max = max(calls_min, settings.max_calls // (threads * settings.rounds))
     latencies: list[list[float]] = [[] for _ in range(threads)]
     caller_cpu = [0.0] * threads
     errors: list[BaseException] = []
     start = threading.Barrier(threads + 1)
+    deadline = [0.0]
 
     def work(index: int) -> None:
         mine = latencies[index]
         start.wait()
         cpu0 = time.thread_time()
         try:
-            while len(mine) < per_thread_max and (
-                len(mine) < per_thread_min or time.perf_counter() < deadline
+            while len(mine) < calls_max and (
+                len(mine) < calls_min or time.perf_counter() < deadline[0]
             ):
                 t0 = time.perf_counter()
-                arm.model.infer(batch)
+                model.infer(batch)
                 mine.append(time.perf_counter() - t0)
         except BaseException as exc:  # surfaced below, in the caller's thread
             errors.append(exc)
@@ -336,7 +366,7 @@ def _measure(
     rss0 = rss_bytes()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     began = time.perf_counter()
-    deadline = began + settings.duration_s
+    deadline[0] = began + settings.duration_s / settings.rounds
     start.wait()
     for w in workers:
         w.join()
@@ -345,16 +375,28 @@ def _measure(
     rss1 = rss_bytes()
     if errors:
         raise errors[0]
-    process_cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
-    return summarize(
-        arm.name,
-        batch_size,
-        threads,
+    return _Window(
         [x for xs in latencies for x in xs],
         wall,
-        process_cpu,
+        (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime),
         sum(caller_cpu),
         None if rss0 is None or rss1 is None else rss1 - rss0,
+    )
+
+
+def _merge(
+    arm: str, batch: int, threads: int, windows: Sequence[_Window], price: float | None
+) -> Measurement:
+    deltas = [w.rss_delta_bytes for w in windows]
+    return summarize(
+        arm,
+        batch,
+        threads,
+        [x for w in windows for x in w.latencies_s],
+        sum(w.wall_s for w in windows),
+        sum(w.process_cpu_s for w in windows),
+        sum(w.caller_cpu_s for w in windows),
+        None if any(d is None for d in deltas) else sum(d or 0 for d in deltas),
         price,
     )
 

@@ -178,3 +178,23 @@ def test_the_report_is_markdown_json_and_plots(digits: LoadedModel, tmp_path: Pa
     ]
     for plot in files.plots:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5000
+
+
+class Logged(WrappedModel):
+    def __init__(self, inner: LoadedModel, name: str, log: list[str]) -> None:
+        super().__init__(inner)
+        self.name, self.log = name, log
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.log.append(self.name)
+        return self.inner.infer(inputs)
+
+
+def test_arms_take_turns_in_rounds(digits: LoadedModel) -> None:
+    log: list[str] = []
+    settings = ProfileSettings(
+        batch_sizes=(1,), concurrency=(1,), duration_s=0.03, min_calls=3, warmup_calls=0, rounds=3
+    )
+    profile_arms([ProfileArm(n, Logged(digits, n, log)) for n in ("a", "b")], 1, settings)
+    turns = [n for i, n in enumerate(log) if i == 0 or log[i - 1] != n]
+    assert turns == ["a", "b", "a", "b", "a", "b"]
