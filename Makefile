@@ -27,8 +27,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# `server`: the gateway (the base install is the client library alone).
 	# `convert` (tensorflow) rebuilds the committed .tflite demo files; the tests
-	# check that it still reproduces them. Serving needs LiteRT only.
-	$(BIN)/python -m pip install --quiet -e '.[server,dev,convert]'
+	# check that it still reproduces them. Serving needs LiteRT only. `optimize`
+	# (onnx tools, NNCF, matplotlib) builds and profiles variants.
+	$(BIN)/python -m pip install --quiet -e '.[server,dev,convert,optimize]'
 	touch $(STAMP)
 
 # perf_analyzer (shipped in tritonclient's wheel) links against libb64.

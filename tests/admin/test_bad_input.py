@@ -115,7 +115,7 @@ async def test_bad_artifact_names_are_invalid(
     assert_untouched(served, "mnist")
 
 
-@pytest.mark.parametrize("version", ["7\n", "07", "0", "-1", "1.0", "١", "9" * 19, " 7"])
+@pytest.mark.parametrize("version", ["7\n", "07", "0", "-1", "1.0", "\u0661", "9" * 19, " 7"])
 async def test_bad_versions_are_invalid_and_leave_nothing(
     served: Served, admin: AsyncAdminClient, version: str
 ) -> None:
