@@ -14,6 +14,7 @@ For a model that does not batch (max_batch_size 0), each row is one whole reques
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -328,9 +329,15 @@ def _check_labels(spec: ModelSpec, labels: np.ndarray, rows: int, purpose: str) 
 def _overlap(a: DataSet, b: DataSet) -> int:
     """How many rows of b also appear in a (all inputs equal, byte for byte)."""
 
-    def keys(data: DataSet) -> list[bytes]:
+    def digests(data: DataSet) -> list[bytes]:
         names = sorted(data.inputs)
-        return [b"".join(data.inputs[n][i].tobytes() for n in names) for i in range(data.rows)]
+        out = []
+        for i in range(data.rows):
+            digest = hashlib.blake2b(digest_size=16)
+            for name in names:
+                digest.update(np.ascontiguousarray(data.inputs[name][i]).tobytes())
+            out.append(digest.digest())
+        return out
 
-    seen = set(keys(a))
-    return sum(1 for key in keys(b) if key in seen)
+    seen = set(digests(a))
+    return sum(1 for key in digests(b) if key in seen)

@@ -24,6 +24,7 @@ from typing import Any
 from infergate.optimize import deps
 from infergate.optimize.machine import Machine
 from infergate.optimize.recipe import (
+    Build,
     BuildContext,
     BuiltArtifact,
     Check,
@@ -102,7 +103,7 @@ def build_int8(ctx: BuildContext) -> BuiltArtifact:
     )
 
 
-def _build_precision(precision: str) -> Any:
+def _build_precision(precision: str) -> Build:
     def build(ctx: BuildContext) -> BuiltArtifact:
         source = first_file(ctx.version_dir, SOURCES, "ONNX model or OpenVINO IR")
         linked = [_link(path, ctx.out_dir / path.name) for path in _ir_files(source)]

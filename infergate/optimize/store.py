@@ -117,7 +117,7 @@ class Staging:
         _fsync_dir(self.final.parent)
         if retired is not None:
             shutil.rmtree(retired, ignore_errors=True)
-        stored = _read(self.final, {})
+        stored = _read(self.final, None)  # its source was hashed moments ago
         assert stored is not None
         self.committed = stored
         return stored
