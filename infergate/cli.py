@@ -133,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     backends.set_defaults(run=_backends)
 
     cli_models.add_parser(sub)
+    profile = sub.add_parser(
+        "profile",
+        help="measure every arm of a served model (same as `infergate models profile`)",
+        parents=[cli_models.connection_arguments()],
+    )
+    cli_models.add_profile_arguments(profile)
+    profile.set_defaults(run=cli_models.run, command_run=cli_models.run_profile)
     return parser
 
 

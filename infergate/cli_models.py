@@ -30,11 +30,8 @@ class UsageError(Exception):
     """Bad arguments or unreadable local files (exit status 2)."""
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `models` and its subcommands to the `infergate` parser."""
-    models = sub.add_parser("models", help="register, list, update, remove models (admin RPC)")
-    commands = models.add_subparsers(dest="models_command", required=True)
-
+def connection_arguments() -> argparse.ArgumentParser:
+    """Where the gateway is and how to reach its admin service: a parent parser."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default="127.0.0.1:8001", help="gateway address host:port")
     common.add_argument(
@@ -45,6 +42,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     common.add_argument("--tls-cert", type=Path, help="client certificate (PEM), for mutual TLS")
     common.add_argument("--tls-key", type=Path, help="client key (PEM), for mutual TLS")
     common.add_argument("--timeout-s", type=float, default=60.0, help="per call (not uploads)")
+    return common
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `models` and its subcommands to the `infergate` parser."""
+    models = sub.add_parser("models", help="register, list, update, remove models (admin RPC)")
+    commands = models.add_subparsers(dest="models_command", required=True)
+
+    common = connection_arguments()
 
     register = commands.add_parser("register", parents=[common], help="upload a model version")
     register.add_argument("name")
@@ -94,6 +100,62 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     unregister.add_argument("name")
     unregister.add_argument("--keep-files", action="store_true", help="keep it on disk")
     unregister.set_defaults(run=run, command_run=_unregister)
+
+    optimize = commands.add_parser(
+        "optimize",
+        parents=[common],
+        help="build variants (int8, fp16, bf16, optimized), gate them, serve those admitted",
+    )
+    optimize.add_argument("name")
+    optimize.add_argument(
+        "--variants", default="", help="comma-separated (default: every one this machine makes)"
+    )
+    optimize.add_argument("--backends", default="", help="comma-separated (default: all serving)")
+    optimize.add_argument(
+        "--calibration", type=Path, required=True, help=".npz of inputs (and labels)"
+    )
+    optimize.add_argument(
+        "--validation", type=Path, help=".npz kept apart for the gate (default: split)"
+    )
+    optimize.add_argument("--version", default="", help="default: the newest serving one")
+    for threshold, meaning in _THRESHOLDS.items():
+        optimize.add_argument(f"--{threshold.replace('_', '-')}", type=float, help=meaning)
+    optimize.add_argument("--json", action="store_true", help="the verdicts as JSON")
+    optimize.set_defaults(run=run, command_run=_optimize)
+
+    profile = commands.add_parser(
+        "profile", parents=[common], help="measure every arm of a model; a report with plots"
+    )
+    add_profile_arguments(profile)
+    profile.set_defaults(run=run, command_run=run_profile)
+
+
+_THRESHOLDS = {
+    "max_accuracy_drop": "largest accuracy drop (absolute, with labels; default 0.01)",
+    "min_top1_agreement": "least share of rows whose top class agrees with fp32 (0.99)",
+    "max_abs_error": "largest absolute difference from fp32 (default: none)",
+    "max_mean_rel_error": "largest mean relative difference from fp32 (default: none)",
+}
+
+
+def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `infergate profile` / `infergate models profile`."""
+    parser.add_argument("name")
+    parser.add_argument("--version", default="")
+    parser.add_argument("--batch-sizes", default="", help="e.g. 1,8,32 (default: 1, 8, max)")
+    parser.add_argument("--concurrency", default="", help="calling threads (default: 1,2)")
+    parser.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="KIND=USD_PER_HOUR",
+        help="price per hour of a device kind (defaults: cpu=0.10, cuda=1.20); repeat",
+    )
+    parser.add_argument("--latency-budget-ms", type=float, default=0.0)
+    parser.add_argument("--seconds-per-case", type=float, default=0.0)
+    parser.add_argument(
+        "--out", type=Path, default=Path("profile"), help="folder for the report and plots"
+    )
 
 
 # ---- commands ---------------------------------------------------------------------------
@@ -186,6 +248,78 @@ def _unregister(args: argparse.Namespace) -> int:
     files = "files removed" if response.files_removed else "files kept"
     print(f"unregistered {args.name} (versions: {versions}; {files})")
     return 0
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    for path in (args.calibration, args.validation):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{path} is not a readable file")
+    thresholds = {name: value for name in _THRESHOLDS if (value := getattr(args, name)) is not None}
+    with _client(args) as admin:
+        result = admin.optimize(
+            args.name,
+            args.calibration,
+            args.validation,
+            variants=_listed(args.variants),
+            backends=_listed(args.backends),
+            thresholds=thresholds,
+            version=args.version,
+            progress=True,
+        )
+    if args.json:
+        print(json_format.MessageToJson(result, preserving_proto_field_name=True))
+        return 0
+    for r in result.results:
+        figures = ", ".join(f"{k} {v:.4g}" for k, v in sorted(r.figures.items()))
+        print(f"{r.backend}.{r.variant}: {r.status}" + (f" ({figures})" if figures else ""))
+        if r.reason and r.status != "admitted":
+            print(f"    {r.reason}")
+    print(f"arms serving {args.name}: {', '.join(result.arms)}")
+    return 0
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    prices: dict[str, float] = {}
+    for item in args.price:
+        kind, sep, value = item.partition("=")
+        try:
+            prices[kind] = float(value) if sep and kind else float("nan")
+        except ValueError:
+            prices[kind] = float("nan")
+        if prices[kind] != prices[kind] or prices[kind] < 0:
+            raise UsageError(f"--price wants KIND=USD_PER_HOUR, got {item!r}")
+    with _client(args) as admin:
+        report = admin.profile(
+            args.name,
+            args.version,
+            _numbers(args.batch_sizes, "--batch-sizes"),
+            _numbers(args.concurrency, "--concurrency"),
+            prices,
+            args.latency_budget_ms,
+            args.seconds_per_case,
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "profile.md").write_text(report.report_markdown)
+    (args.out / "profile.json").write_text(report.report_json)
+    for name, data in report.plots.items():
+        (args.out / Path(name).name).write_bytes(data)
+    print(report.report_markdown)
+    print(f"written to {args.out}/: profile.md, profile.json, {', '.join(sorted(report.plots))}")
+    return 0
+
+
+def _listed(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _numbers(text: str, flag: str) -> list[int]:
+    try:
+        numbers = [int(part) for part in _listed(text)]
+    except ValueError:
+        raise UsageError(f"{flag} wants comma-separated whole numbers, got {text!r}") from None
+    if any(n < 1 for n in numbers):
+        raise UsageError(f"{flag}: every number must be at least 1")
+    return numbers
 
 
 def run(args: argparse.Namespace) -> int:
@@ -287,6 +421,13 @@ def format_description(d: apb.DescribeModelResponse) -> str:
             lines.append(f"    routing: {r.policy}" + (f" ({settings})" if settings else ""))
             for backend, why in sorted(r.unavailable_backends.items()):
                 lines.append(f"    backend {backend} left out: {why}")
+        for variant in v.variants:
+            figures = ", ".join(f"{k} {val:.4g}" for k, val in sorted(variant.figures.items()))
+            lines.append(
+                f"    variant {variant.backend}.{variant.variant}: {variant.status}"
+                + (" (stale: its fp32 source changed)" if variant.stale else "")
+                + (f"; {figures}" if figures else "")
+            )
         for arm in v.arms:
             lat = arm.latency
             lines.append(

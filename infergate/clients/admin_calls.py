@@ -3,19 +3,23 @@
 Artifacts are streamed in 1 MiB chunks after a header that carries their sizes and
 SHA-256, so a model of any size goes through without one huge message.
 
-Extension point: a new admin call (say OptimizeModel or ProfileModel, once
-proto/admin.proto has them and `make proto` has run) is one function here that
-returns its Call (repeatable=False if it changes anything), plus a line in each face
-of admin_client (`optimize = sync_rpc(calls.optimize)` / `async_rpc(...)`). Until
-then `admin.call("OptimizeModel", request)` sends any method by name.
+A new admin call is one function here that returns its Call (repeatable=False if it
+changes anything), plus a line in each face of admin_client (`x = sync_rpc(calls.x)`
+/ `async_rpc(...)`); `admin.call("Method", request)` sends any method by name.
+OptimizeModel streams its progress, so its faces iterate (admin_client).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+import io
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
+
+import numpy as np
 
 from infergate.clients.transport import Call, same_response
 from infergate.clients.upload_progress import Progress, ProgressBar
@@ -199,3 +203,87 @@ def batching(
         config.routing.fixed_arm = fixed_arm
         paths.append("routing.fixed_arm")
     return ConfigUpdate(config, tuple(paths))
+
+
+# ---- variants and profiles -------------------------------------------------------------
+
+# progress(stage, fraction of the whole, message): called as an optimization goes.
+StageProgress = Callable[[str, float, str], None]
+Samples = Path | str | bytes | Mapping[str, np.ndarray]
+
+
+def optimize_request(
+    name: str,
+    calibration: Samples,
+    validation: Samples | None = None,
+    variants: Sequence[str] = (),
+    backends: Sequence[str] = (),
+    thresholds: Mapping[str, float] | None = None,
+    version: str = "",
+) -> apb.OptimizeModelRequest:
+    """An OptimizeModel request. calibration / validation: an .npz file (path or its
+    bytes) or arrays by input name (plus `labels` for a classifier); no validation set:
+    the gateway splits the calibration set in two. thresholds: max_accuracy_drop,
+    min_top1_agreement, max_abs_error, max_mean_rel_error over the defaults."""
+    return apb.OptimizeModelRequest(
+        name=name,
+        version=version,
+        variants=list(variants),
+        backends=list(backends),
+        calibration_npz=_npz(calibration),
+        validation_npz=_npz(validation) if validation is not None else b"",
+        thresholds=dict(thresholds or {}),
+    )
+
+
+def stage_printer(stream: TextIO | None = None) -> StageProgress:
+    """A StageProgress writing one line per stage change (and per 10%) to stderr."""
+    out = sys.stderr if stream is None else stream
+    shown: list[tuple[str, int]] = []
+
+    def report(stage: str, fraction: float, message: str) -> None:
+        step = (stage, int(fraction * 10))
+        if not shown or shown[-1] != step:
+            shown.append(step)
+            out.write(f"[{fraction:4.0%}] {stage}: {message}\n")
+            out.flush()
+
+    return report
+
+
+def profile(
+    name: str,
+    version: str = "",
+    batch_sizes: Sequence[int] = (),
+    concurrency: Sequence[int] = (),
+    price_per_hour: Mapping[str, float] | None = None,
+    latency_budget_ms: float = 0.0,
+    seconds_per_case: float = 0.0,
+    *,
+    timeout_s: float | None = None,
+) -> Call[apb.ProfileModelResponse]:
+    """Measure every arm of a serving version in the gateway's process (latency,
+    throughput, CPU, cost per 1000 inferences by batch size and concurrency); the
+    report (Markdown, JSON) and its PNG plots. No deadline unless `timeout_s`."""
+    request = apb.ProfileModelRequest(
+        name=name,
+        version=version,
+        batch_sizes=list(batch_sizes),
+        concurrency=list(concurrency),
+        price_per_hour=dict(price_per_hour or {}),
+        latency_budget_ms=latency_budget_ms,
+        seconds_per_case=seconds_per_case,
+    )
+    return Call(
+        "ProfileModel", request, same_response, timeout_s, repeatable=False, default_deadline=False
+    )
+
+
+def _npz(samples: Samples) -> bytes:
+    if isinstance(samples, bytes):
+        return samples
+    if isinstance(samples, Path | str):
+        return Path(samples).read_bytes()
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in samples.items()})  # type: ignore[arg-type]
+    return buffer.getvalue()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar
 
@@ -114,10 +114,9 @@ class SyncTransport:
                 return call.parse(response)
             time.sleep(delay_s)
 
-    def stream(
-        self, method: str, requests: Iterator[Any], timeout_s: float | None
-    ) -> Iterator[Any]:
-        """A bidirectional stream's responses as they come; never retried."""
+    def stream(self, method: str, requests: Any, timeout_s: float | None) -> Iterator[Any]:
+        """A streaming call's responses as they come; never retried. `requests`: an
+        iterator of messages (bidirectional), or one message (server streaming)."""
         responses = getattr(self._stub, method)(
             requests, timeout=timeout_s, metadata=self._metadata
         )
@@ -156,9 +155,10 @@ class AsyncTransport:
             await asyncio.sleep(delay_s)
 
     async def stream(
-        self, method: str, requests: Iterable[Any] | AsyncIterable[Any], timeout_s: float | None
+        self, method: str, requests: Any, timeout_s: float | None
     ) -> AsyncIterator[Any]:
-        """A bidirectional stream's responses as they come; never retried."""
+        """A streaming call's responses as they come; never retried. `requests`: an
+        iterable of messages (bidirectional), or one message (server streaming)."""
         responses = getattr(self._stub, method)(
             requests, timeout=timeout_s, metadata=self._metadata
         )

@@ -17,9 +17,15 @@ from infergate.gateway.core import store
 from infergate.gateway.core.cache import CacheStats
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.model_control import ModelView, Registered, Registration
+from infergate.gateway.core.optimization import (
+    Optimized,
+    OptimizeRequest,
+    ProfileRequest,
+)
 from infergate.gateway.core.repository import version_key
 from infergate.gateway.core.stats import Duration, ModelStats
 from infergate.gateway.core.upload import ArtifactSpec, check_filename
+from infergate.optimize import StoredVariant, VariantOutcome
 from infergate.protocol import admin_pb2 as apb
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import model_config_pb2 as mc
@@ -149,7 +155,10 @@ def summary(view: ModelView) -> apb.ModelSummary:
 
 
 def description(
-    view: ModelView, artifacts: Mapping[str, list[ArtifactSpec]], cache: CacheStats
+    view: ModelView,
+    artifacts: Mapping[str, list[ArtifactSpec]],
+    cache: CacheStats,
+    variants: Mapping[str, list[StoredVariant]] | None = None,
 ) -> apb.DescribeModelResponse:
     response = apb.DescribeModelResponse(name=view.name, state=view.state, reason=view.reason)
     serving = {m.version: m for m in view.serving}
@@ -164,6 +173,8 @@ def description(
             described.artifacts.add(
                 filename=artifact.filename, sha256=artifact.sha256, size=artifact.size
             )
+        for stored in (variants or {}).get(version, ()):
+            described.variants.append(stored_result(stored))
         model = serving.get(version)
         if model is not None:
             described.state = "READY"
@@ -256,3 +267,95 @@ def _mean_ms(duration: Duration) -> float:
 
 def _ratio(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
+
+
+# ---- variants and profiles ---------------------------------------------------------
+
+_FIGURES = (
+    "max_abs_error",
+    "mean_rel_error",
+    "top1_agreement",
+    "accuracy",
+    "reference_accuracy",
+    "accuracy_drop",
+)
+
+
+def optimize_request(message: apb.OptimizeModelRequest) -> OptimizeRequest:
+    return OptimizeRequest(
+        name=message.name,
+        version=message.version,
+        variants=tuple(message.variants),
+        backends=tuple(message.backends),
+        calibration_npz=message.calibration_npz,
+        validation_npz=message.validation_npz,
+        thresholds=dict(message.thresholds),
+    )
+
+
+def outcome_result(outcome: VariantOutcome) -> apb.VariantResult:
+    figures = outcome.figures.to_dict() if outcome.figures is not None else {}
+    return apb.VariantResult(
+        backend=outcome.backend,
+        variant=outcome.variant,
+        status=outcome.status,
+        reason=outcome.reason,
+        figures=_numbers(figures),
+    )
+
+
+def stored_result(variant: StoredVariant) -> apb.VariantResult:
+    verdict = variant.record.get("verdict") or {}
+    reasons = [r for r in verdict.get("reasons", ()) if isinstance(r, str)]
+    return apb.VariantResult(
+        backend=variant.backend,
+        variant=variant.variant,
+        status="admitted" if variant.admitted else "rejected",
+        reason="; ".join(reasons),
+        figures=_numbers(variant.figures),
+        stale=variant.stale,
+    )
+
+
+def optimized(result: Optimized) -> apb.OptimizeModelProgress:
+    return apb.OptimizeModelProgress(
+        stage="done",
+        fraction=1.0,
+        message=f"{sum(o.status == 'admitted' for o in result.outcomes)} variant(s) admitted",
+        done=True,
+        results=[outcome_result(o) for o in result.outcomes],
+        arms=result.arms,
+    )
+
+
+def profile_request(message: apb.ProfileModelRequest) -> ProfileRequest:
+    return ProfileRequest(
+        name=message.name,
+        version=message.version,
+        batch_sizes=tuple(int(b) for b in message.batch_sizes),
+        concurrency=tuple(int(c) for c in message.concurrency),
+        prices_per_hour=dict(message.price_per_hour),
+        latency_budget_ms=message.latency_budget_ms,
+        seconds_per_case=message.seconds_per_case,
+    )
+
+
+def profile_report(files: Mapping[str, bytes]) -> apb.ProfileModelResponse:
+    """The report files (profile.md, profile.json, PNG plots) as one message."""
+    response = apb.ProfileModelResponse()
+    for name, data in files.items():
+        if name.endswith(".md"):
+            response.report_markdown = data.decode()
+        elif name.endswith(".json"):
+            response.report_json = data.decode()
+        elif name.endswith(".png"):
+            response.plots[name] = data
+    return response
+
+
+def _numbers(figures: Mapping[str, object]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k in _FIGURES
+        if isinstance(v := figures.get(k), int | float) and not isinstance(v, bool)
+    }

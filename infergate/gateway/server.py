@@ -19,6 +19,7 @@ from infergate.gateway.core import store
 from infergate.gateway.core.cache import ResponseCache
 from infergate.gateway.core.lifecycle import ModelLifecycle
 from infergate.gateway.core.model_control import ModelControl
+from infergate.gateway.core.optimization import ModelOptimizer
 from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.core.redis_link import link_from_settings
 from infergate.gateway.core.redis_store import cache_store
@@ -92,6 +93,7 @@ class GatewayServer:
         self.admin = ModelControl(
             self.lifecycle, settings.model_repository, settings.max_artifact_mb * _MB
         )
+        self.optimizer = ModelOptimizer(self.admin, self.lifecycle)
         auth = AuthPolicy.from_settings(settings)
         self._credentials = tls.server_credentials(settings)
         if auth.admin_tokens and self._credentials is None and not is_loopback(settings.host):
@@ -116,7 +118,9 @@ class GatewayServer:
             ),
             self._server,
         )
-        apb_grpc.add_ModelAdminServicer_to_server(AdminServicer(self.admin), self._server)
+        apb_grpc.add_ModelAdminServicer_to_server(
+            AdminServicer(self.admin, self.optimizer), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (INFERENCE_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
@@ -184,6 +188,7 @@ class GatewayServer:
             await asyncio.sleep(drain_s)
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         await self._server.stop(grace)
+        await self.optimizer.aclose()
         await self.admin.aclose()
         await self.lifecycle.aclose()
         if self.redis is not None:

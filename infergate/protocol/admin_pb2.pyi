@@ -242,7 +242,7 @@ class VersionStatistics(_message.Message):
     def __init__(self, inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., success: _Optional[int] = ..., fail: _Optional[int] = ..., last_inference_ms: _Optional[int] = ..., mean_queue_ms: _Optional[float] = ..., mean_compute_ms: _Optional[float] = ..., batch_sizes: _Optional[_Mapping[int, int]] = ...) -> None: ...
 
 class VersionDescription(_message.Message):
-    __slots__ = ("version", "state", "reason", "artifacts", "arms", "queue", "cache", "statistics", "routing")
+    __slots__ = ("version", "state", "reason", "artifacts", "arms", "queue", "cache", "statistics", "routing", "variants")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +252,7 @@ class VersionDescription(_message.Message):
     CACHE_FIELD_NUMBER: _ClassVar[int]
     STATISTICS_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
     version: str
     state: str
     reason: str
@@ -261,7 +262,8 @@ class VersionDescription(_message.Message):
     cache: CacheState
     statistics: VersionStatistics
     routing: RoutingState
-    def __init__(self, version: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., queue: _Optional[_Union[QueueState, _Mapping]] = ..., cache: _Optional[_Union[CacheState, _Mapping]] = ..., statistics: _Optional[_Union[VersionStatistics, _Mapping]] = ..., routing: _Optional[_Union[RoutingState, _Mapping]] = ...) -> None: ...
+    variants: _containers.RepeatedCompositeFieldContainer[VariantResult]
+    def __init__(self, version: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., queue: _Optional[_Union[QueueState, _Mapping]] = ..., cache: _Optional[_Union[CacheState, _Mapping]] = ..., statistics: _Optional[_Union[VersionStatistics, _Mapping]] = ..., routing: _Optional[_Union[RoutingState, _Mapping]] = ..., variants: _Optional[_Iterable[_Union[VariantResult, _Mapping]]] = ...) -> None: ...
 
 class SharedCache(_message.Message):
     __slots__ = ("entries", "bytes", "max_bytes", "hits", "misses", "evictions", "hit_ratio")
@@ -298,3 +300,109 @@ class DescribeModelResponse(_message.Message):
     versions: _containers.RepeatedCompositeFieldContainer[VersionDescription]
     shared_cache: SharedCache
     def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., serving_version: _Optional[str] = ..., config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionDescription, _Mapping]]] = ..., shared_cache: _Optional[_Union[SharedCache, _Mapping]] = ...) -> None: ...
+
+class OptimizeModelRequest(_message.Message):
+    __slots__ = ("name", "version", "variants", "backends", "calibration_npz", "validation_npz", "thresholds")
+    class ThresholdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_NPZ_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_NPZ_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    variants: _containers.RepeatedScalarFieldContainer[str]
+    backends: _containers.RepeatedScalarFieldContainer[str]
+    calibration_npz: bytes
+    validation_npz: bytes
+    thresholds: _containers.ScalarMap[str, float]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., variants: _Optional[_Iterable[str]] = ..., backends: _Optional[_Iterable[str]] = ..., calibration_npz: _Optional[bytes] = ..., validation_npz: _Optional[bytes] = ..., thresholds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class VariantResult(_message.Message):
+    __slots__ = ("backend", "variant", "status", "reason", "figures", "stale")
+    class FiguresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FIGURES_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    variant: str
+    status: str
+    reason: str
+    figures: _containers.ScalarMap[str, float]
+    stale: bool
+    def __init__(self, backend: _Optional[str] = ..., variant: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., figures: _Optional[_Mapping[str, float]] = ..., stale: _Optional[bool] = ...) -> None: ...
+
+class OptimizeModelProgress(_message.Message):
+    __slots__ = ("stage", "fraction", "message", "done", "results", "arms")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    fraction: float
+    message: str
+    done: bool
+    results: _containers.RepeatedCompositeFieldContainer[VariantResult]
+    arms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stage: _Optional[str] = ..., fraction: _Optional[float] = ..., message: _Optional[str] = ..., done: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[VariantResult, _Mapping]]] = ..., arms: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ProfileModelRequest(_message.Message):
+    __slots__ = ("name", "version", "batch_sizes", "concurrency", "price_per_hour", "latency_budget_ms", "seconds_per_case")
+    class PricePerHourEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZES_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_PER_CASE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    batch_sizes: _containers.RepeatedScalarFieldContainer[int]
+    concurrency: _containers.RepeatedScalarFieldContainer[int]
+    price_per_hour: _containers.ScalarMap[str, float]
+    latency_budget_ms: float
+    seconds_per_case: float
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., batch_sizes: _Optional[_Iterable[int]] = ..., concurrency: _Optional[_Iterable[int]] = ..., price_per_hour: _Optional[_Mapping[str, float]] = ..., latency_budget_ms: _Optional[float] = ..., seconds_per_case: _Optional[float] = ...) -> None: ...
+
+class ProfileModelResponse(_message.Message):
+    __slots__ = ("report_markdown", "report_json", "plots")
+    class PlotsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    REPORT_MARKDOWN_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    PLOTS_FIELD_NUMBER: _ClassVar[int]
+    report_markdown: str
+    report_json: str
+    plots: _containers.ScalarMap[str, bytes]
+    def __init__(self, report_markdown: _Optional[str] = ..., report_json: _Optional[str] = ..., plots: _Optional[_Mapping[str, bytes]] = ...) -> None: ...

@@ -59,6 +59,16 @@ class ModelAdminStub:
                 request_serializer=admin__pb2.DescribeModelRequest.SerializeToString,
                 response_deserializer=admin__pb2.DescribeModelResponse.FromString,
                 _registered_method=True)
+        self.OptimizeModel = channel.unary_stream(
+                '/infergate.admin.v1.ModelAdmin/OptimizeModel',
+                request_serializer=admin__pb2.OptimizeModelRequest.SerializeToString,
+                response_deserializer=admin__pb2.OptimizeModelProgress.FromString,
+                _registered_method=True)
+        self.ProfileModel = channel.unary_unary(
+                '/infergate.admin.v1.ModelAdmin/ProfileModel',
+                request_serializer=admin__pb2.ProfileModelRequest.SerializeToString,
+                response_deserializer=admin__pb2.ProfileModelResponse.FromString,
+                _registered_method=True)
 
 
 class ModelAdminServicer:
@@ -100,6 +110,24 @@ class ModelAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OptimizeModel(self, request, context):
+        """Build variants of a serving version (int8, fp16, bf16, graph-optimized), run each
+        through the accuracy gate against fp32 on a validation set, store them beside the
+        fp32 artifact, and serve those admitted as arms. Progress streams while it works;
+        the last message carries every variant's verdict and figures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProfileModel(self, request, context):
+        """Measure every arm of a serving version in the gateway's process: latency,
+        throughput, CPU and cost per 1000 inferences by batch size, with plots.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +155,16 @@ def add_ModelAdminServicer_to_server(servicer, server):
                     servicer.DescribeModel,
                     request_deserializer=admin__pb2.DescribeModelRequest.FromString,
                     response_serializer=admin__pb2.DescribeModelResponse.SerializeToString,
+            ),
+            'OptimizeModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.OptimizeModel,
+                    request_deserializer=admin__pb2.OptimizeModelRequest.FromString,
+                    response_serializer=admin__pb2.OptimizeModelProgress.SerializeToString,
+            ),
+            'ProfileModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProfileModel,
+                    request_deserializer=admin__pb2.ProfileModelRequest.FromString,
+                    response_serializer=admin__pb2.ProfileModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +302,60 @@ class ModelAdmin:
             '/infergate.admin.v1.ModelAdmin/DescribeModel',
             admin__pb2.DescribeModelRequest.SerializeToString,
             admin__pb2.DescribeModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OptimizeModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/infergate.admin.v1.ModelAdmin/OptimizeModel',
+            admin__pb2.OptimizeModelRequest.SerializeToString,
+            admin__pb2.OptimizeModelProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProfileModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infergate.admin.v1.ModelAdmin/ProfileModel',
+            admin__pb2.ProfileModelRequest.SerializeToString,
+            admin__pb2.ProfileModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

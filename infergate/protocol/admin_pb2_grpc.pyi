@@ -49,6 +49,16 @@ class ModelAdminStub:
     """Stop new requests, let queued ones finish, free the model, remove its files."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListModelsRequest, _admin_pb2.ListModelsResponse]
     DescribeModel: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DescribeModelRequest, _admin_pb2.DescribeModelResponse]
+    OptimizeModel: _grpc.UnaryStreamMultiCallable[_admin_pb2.OptimizeModelRequest, _admin_pb2.OptimizeModelProgress]
+    """Build variants of a serving version (int8, fp16, bf16, graph-optimized), run each
+    through the accuracy gate against fp32 on a validation set, store them beside the
+    fp32 artifact, and serve those admitted as arms. Progress streams while it works;
+    the last message carries every variant's verdict and figures.
+    """
+    ProfileModel: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ProfileModelRequest, _admin_pb2.ProfileModelResponse]
+    """Measure every arm of a serving version in the gateway's process: latency,
+    throughput, CPU and cost per 1000 inferences by batch size, with plots.
+    """
 
 @_typing.type_check_only
 class ModelAdminAsyncStub(ModelAdminStub):
@@ -65,6 +75,16 @@ class ModelAdminAsyncStub(ModelAdminStub):
     """Stop new requests, let queued ones finish, free the model, remove its files."""
     ListModels: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListModelsRequest, _admin_pb2.ListModelsResponse]  # type: ignore[assignment]
     DescribeModel: _aio.UnaryUnaryMultiCallable[_admin_pb2.DescribeModelRequest, _admin_pb2.DescribeModelResponse]  # type: ignore[assignment]
+    OptimizeModel: _aio.UnaryStreamMultiCallable[_admin_pb2.OptimizeModelRequest, _admin_pb2.OptimizeModelProgress]  # type: ignore[assignment]
+    """Build variants of a serving version (int8, fp16, bf16, graph-optimized), run each
+    through the accuracy gate against fp32 on a validation set, store them beside the
+    fp32 artifact, and serve those admitted as arms. Progress streams while it works;
+    the last message carries every variant's verdict and figures.
+    """
+    ProfileModel: _aio.UnaryUnaryMultiCallable[_admin_pb2.ProfileModelRequest, _admin_pb2.ProfileModelResponse]  # type: ignore[assignment]
+    """Measure every arm of a serving version in the gateway's process: latency,
+    throughput, CPU and cost per 1000 inferences by batch size, with plots.
+    """
 
 class ModelAdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -108,5 +128,27 @@ class ModelAdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.DescribeModelRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.DescribeModelResponse, _abc.Awaitable[_admin_pb2.DescribeModelResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def OptimizeModel(
+        self,
+        request: _admin_pb2.OptimizeModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.OptimizeModelProgress], _abc.AsyncIterator[_admin_pb2.OptimizeModelProgress]]:
+        """Build variants of a serving version (int8, fp16, bf16, graph-optimized), run each
+        through the accuracy gate against fp32 on a validation set, store them beside the
+        fp32 artifact, and serve those admitted as arms. Progress streams while it works;
+        the last message carries every variant's verdict and figures.
+        """
+
+    @_abc_1.abstractmethod
+    def ProfileModel(
+        self,
+        request: _admin_pb2.ProfileModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ProfileModelResponse, _abc.Awaitable[_admin_pb2.ProfileModelResponse]]:
+        """Measure every arm of a serving version in the gateway's process: latency,
+        throughput, CPU and cost per 1000 inferences by batch size, with plots.
+        """
 
 def add_ModelAdminServicer_to_server(servicer: ModelAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

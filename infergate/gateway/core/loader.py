@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from infergate import optimize
 from infergate.backends.base import Backend, BackendOptions, LoadedModel
 from infergate.gateway.core.arms import Arm
 from infergate.gateway.core.config_fields import unacted_fields
@@ -110,15 +111,7 @@ def load_model(
                 config = _config_for(source, runtime, default_max_batch_size)
                 if not config.platform:
                     config.platform = _BACKEND_PLATFORMS.get(backend.name, backend.name)
-            arm_spec = reconcile(config, runtime.inputs, runtime.outputs)
-            if kinds == {mc.ModelInstanceGroup.KIND_GPU} and runtime.device == "cpu":
-                raise ModelLoadError(
-                    f"instance_group asks for KIND_GPU, but {backend.name} runs it on the CPU here"
-                )
-            canary = warm_up(runtime, arm_spec, config, source.folder)
-            arm = Arm(backend.name, runtime.device, "fp32", runtime, canary=canary)
-            if canary is not None:
-                profile(arm, arm_spec, canary)
+            arm, arm_spec = _start_arm(backend.name, "fp32", runtime, config, source, kinds)
         except Exception as exc:
             if runtime is not None:
                 runtime.close()
@@ -131,6 +124,11 @@ def load_model(
             continue
         spec = spec or arm_spec
         arms.append(arm)
+        arms.extend(
+            _variant_arms(
+                backend, options_for_model(options, config), config, source, kinds, errors
+            )
+        )
     if not arms or config is None or spec is None:
         raise ModelLoadError(
             f"model '{source.name}' version {source.version} loads on no backend: "
@@ -160,6 +158,55 @@ def load_model(
         arm_errors=errors,
         instances=instance_count(config),
     )
+
+
+def _start_arm(
+    backend: str,
+    variant: str,
+    runtime: LoadedModel,
+    config: mc.ModelConfig,
+    source: ModelSource,
+    kinds: set[int],
+) -> tuple[Arm, ModelSpec]:
+    """Check a loaded runtime against the config, warm it up and profile it: an arm."""
+    arm_spec = reconcile(config, runtime.inputs, runtime.outputs)
+    if kinds == {mc.ModelInstanceGroup.KIND_GPU} and runtime.device == "cpu":
+        raise ModelLoadError(
+            f"instance_group asks for KIND_GPU, but {backend} runs it on the CPU here"
+        )
+    canary = warm_up(runtime, arm_spec, config, source.folder)
+    arm = Arm(backend, runtime.device, variant, runtime, canary=canary)
+    if canary is not None:
+        profile(arm, arm_spec, canary)
+    return arm, arm_spec
+
+
+def _variant_arms(
+    backend: Backend,
+    options: BackendOptions,
+    config: mc.ModelConfig,
+    source: ModelSource,
+    kinds: set[int],
+    errors: dict[str, str],
+) -> list[Arm]:
+    """Arms for the variants of this backend that passed the accuracy gate and whose
+    fp32 source is unchanged (infergate.optimize): loaded from what the optimization
+    stored, never rebuilt. A variant that fails to load is left out with its reason."""
+    arms = []
+    for variant in optimize.servable_variants(source.version_dir, backend.name):
+        assert variant.artifact is not None  # servable: it has one
+        runtime: LoadedModel | None = None
+        try:
+            runtime = backend.load(variant.artifact, variant.options(options))
+            arm, _ = _start_arm(backend.name, variant.variant, runtime, config, source, kinds)
+        except Exception as exc:
+            if runtime is not None:
+                runtime.close()
+            errors[f"{backend.name}/{variant.variant}"] = str(exc)
+            log.warning("model %s: variant %s left out: %s", source.name, variant.name, exc)
+            continue
+        arms.append(arm)
+    return arms
 
 
 def options_for_model(options: BackendOptions, config: mc.ModelConfig | None) -> BackendOptions:

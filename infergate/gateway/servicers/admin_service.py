@@ -4,20 +4,24 @@ over the core's ModelControl. Authentication happens before these run (gateway/a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from infergate.gateway import convert_model_control
 from infergate.gateway.core.model_control import ModelControl
+from infergate.gateway.core.optimization import ModelOptimizer
 from infergate.gateway.servicers.errors import Context, grpc_errors
+from infergate.gateway.status import status_code
 from infergate.protocol import admin_pb2 as apb
 from infergate.protocol import admin_pb2_grpc as apb_grpc
 from infergate.protocol import inference_pb2 as pb
-from infergate.schema.errors import InvalidInput
+from infergate.schema.errors import GatewayError, InvalidInput
 
 
 class AdminServicer(apb_grpc.ModelAdminServicer):
-    def __init__(self, admin: ModelControl) -> None:
+    def __init__(self, admin: ModelControl, optimizer: ModelOptimizer) -> None:
         self._admin = admin
+        self._optimizer = optimizer
 
     @grpc_errors
     async def RegisterModel(
@@ -63,9 +67,43 @@ class AdminServicer(apb_grpc.ModelAdminServicer):
         self, request: apb.DescribeModelRequest, context: Context
     ) -> apb.DescribeModelResponse:
         view, artifacts = await self._admin.describe(request.name)
+        variants = await asyncio.to_thread(self._optimizer.stored_by_version, view)
         return convert_model_control.description(
-            view, artifacts, self._admin.lifecycle.cache.stats()
+            view, artifacts, self._admin.lifecycle.cache.stats(), variants
         )
+
+    async def OptimizeModel(
+        self, request: apb.OptimizeModelRequest, context: Context
+    ) -> AsyncIterator[apb.OptimizeModelProgress]:
+        """Progress as the work goes; the last message has the verdicts. The work runs
+        to its end even if the caller goes away (its stored variants must match what
+        serves)."""
+        updates: asyncio.Queue[apb.OptimizeModelProgress] = asyncio.Queue()
+
+        def progress(stage: str, fraction: float, message: str) -> None:
+            updates.put_nowait(
+                apb.OptimizeModelProgress(stage=stage, fraction=fraction, message=message)
+            )
+
+        try:
+            task = self._optimizer.start(convert_model_control.optimize_request(request), progress)
+            while not task.done() or not updates.empty():
+                waiter = asyncio.ensure_future(updates.get())
+                await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if waiter.done():
+                    yield waiter.result()
+                else:
+                    waiter.cancel()
+            yield convert_model_control.optimized(task.result())
+        except GatewayError as exc:
+            await context.abort(status_code(exc), str(exc))
+
+    @grpc_errors
+    async def ProfileModel(
+        self, request: apb.ProfileModelRequest, context: Context
+    ) -> apb.ProfileModelResponse:
+        files = await self._optimizer.profile_files(convert_model_control.profile_request(request))
+        return convert_model_control.profile_report(files)
 
 
 async def _chunks(
