@@ -46,6 +46,7 @@ from bench.progress import log
 from bench.report import Section
 from bench.routing import routing_section
 from bench.tracing import tracing_section
+from bench.variants import variants_section
 
 # The report's sections, in the order they run and appear; --sections picks some.
 SECTIONS: dict[str, Callable[[BenchConfig, Path], Section]] = {
@@ -55,6 +56,7 @@ SECTIONS: dict[str, Callable[[BenchConfig, Path], Section]] = {
     "backends": backends_section,
     "routing": routing_section,
     "tracing": tracing_section,
+    "variants": variants_section,
     "overload": overload_section,
     "isolation": isolation_section,
     "peer": peer_section,
