@@ -50,6 +50,16 @@ class GRPCInferenceServiceStub:
     RepositoryModelLoad: _grpc.UnaryUnaryMultiCallable[_inference_pb2.RepositoryModelLoadRequest, _inference_pb2.RepositoryModelLoadResponse]
     """Model control; both need the admin token (docs/admin.md)."""
     RepositoryModelUnload: _grpc.UnaryUnaryMultiCallable[_inference_pb2.RepositoryModelUnloadRequest, _inference_pb2.RepositoryModelUnloadResponse]
+    SystemSharedMemoryStatus: _grpc.UnaryUnaryMultiCallable[_inference_pb2.SystemSharedMemoryStatusRequest, _inference_pb2.SystemSharedMemoryStatusResponse]
+    """Shared memory (docs/triton-compatibility.md): tensors a client on the same
+    machine places in a POSIX shared-memory object instead of the message.
+    """
+    SystemSharedMemoryRegister: _grpc.UnaryUnaryMultiCallable[_inference_pb2.SystemSharedMemoryRegisterRequest, _inference_pb2.SystemSharedMemoryRegisterResponse]
+    SystemSharedMemoryUnregister: _grpc.UnaryUnaryMultiCallable[_inference_pb2.SystemSharedMemoryUnregisterRequest, _inference_pb2.SystemSharedMemoryUnregisterResponse]
+    CudaSharedMemoryStatus: _grpc.UnaryUnaryMultiCallable[_inference_pb2.CudaSharedMemoryStatusRequest, _inference_pb2.CudaSharedMemoryStatusResponse]
+    """CUDA shared memory: answered, but a region can only be registered where a GPU is."""
+    CudaSharedMemoryRegister: _grpc.UnaryUnaryMultiCallable[_inference_pb2.CudaSharedMemoryRegisterRequest, _inference_pb2.CudaSharedMemoryRegisterResponse]
+    CudaSharedMemoryUnregister: _grpc.UnaryUnaryMultiCallable[_inference_pb2.CudaSharedMemoryUnregisterRequest, _inference_pb2.CudaSharedMemoryUnregisterResponse]
 
 @_typing.type_check_only
 class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
@@ -67,6 +77,16 @@ class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
     RepositoryModelLoad: _aio.UnaryUnaryMultiCallable[_inference_pb2.RepositoryModelLoadRequest, _inference_pb2.RepositoryModelLoadResponse]  # type: ignore[assignment]
     """Model control; both need the admin token (docs/admin.md)."""
     RepositoryModelUnload: _aio.UnaryUnaryMultiCallable[_inference_pb2.RepositoryModelUnloadRequest, _inference_pb2.RepositoryModelUnloadResponse]  # type: ignore[assignment]
+    SystemSharedMemoryStatus: _aio.UnaryUnaryMultiCallable[_inference_pb2.SystemSharedMemoryStatusRequest, _inference_pb2.SystemSharedMemoryStatusResponse]  # type: ignore[assignment]
+    """Shared memory (docs/triton-compatibility.md): tensors a client on the same
+    machine places in a POSIX shared-memory object instead of the message.
+    """
+    SystemSharedMemoryRegister: _aio.UnaryUnaryMultiCallable[_inference_pb2.SystemSharedMemoryRegisterRequest, _inference_pb2.SystemSharedMemoryRegisterResponse]  # type: ignore[assignment]
+    SystemSharedMemoryUnregister: _aio.UnaryUnaryMultiCallable[_inference_pb2.SystemSharedMemoryUnregisterRequest, _inference_pb2.SystemSharedMemoryUnregisterResponse]  # type: ignore[assignment]
+    CudaSharedMemoryStatus: _aio.UnaryUnaryMultiCallable[_inference_pb2.CudaSharedMemoryStatusRequest, _inference_pb2.CudaSharedMemoryStatusResponse]  # type: ignore[assignment]
+    """CUDA shared memory: answered, but a region can only be registered where a GPU is."""
+    CudaSharedMemoryRegister: _aio.UnaryUnaryMultiCallable[_inference_pb2.CudaSharedMemoryRegisterRequest, _inference_pb2.CudaSharedMemoryRegisterResponse]  # type: ignore[assignment]
+    CudaSharedMemoryUnregister: _aio.UnaryUnaryMultiCallable[_inference_pb2.CudaSharedMemoryUnregisterRequest, _inference_pb2.CudaSharedMemoryUnregisterResponse]  # type: ignore[assignment]
 
 class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -153,5 +173,51 @@ class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inference_pb2.RepositoryModelUnloadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.RepositoryModelUnloadResponse, _abc.Awaitable[_inference_pb2.RepositoryModelUnloadResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SystemSharedMemoryStatus(
+        self,
+        request: _inference_pb2.SystemSharedMemoryStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.SystemSharedMemoryStatusResponse, _abc.Awaitable[_inference_pb2.SystemSharedMemoryStatusResponse]]:
+        """Shared memory (docs/triton-compatibility.md): tensors a client on the same
+        machine places in a POSIX shared-memory object instead of the message.
+        """
+
+    @_abc_1.abstractmethod
+    def SystemSharedMemoryRegister(
+        self,
+        request: _inference_pb2.SystemSharedMemoryRegisterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.SystemSharedMemoryRegisterResponse, _abc.Awaitable[_inference_pb2.SystemSharedMemoryRegisterResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SystemSharedMemoryUnregister(
+        self,
+        request: _inference_pb2.SystemSharedMemoryUnregisterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.SystemSharedMemoryUnregisterResponse, _abc.Awaitable[_inference_pb2.SystemSharedMemoryUnregisterResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CudaSharedMemoryStatus(
+        self,
+        request: _inference_pb2.CudaSharedMemoryStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.CudaSharedMemoryStatusResponse, _abc.Awaitable[_inference_pb2.CudaSharedMemoryStatusResponse]]:
+        """CUDA shared memory: answered, but a region can only be registered where a GPU is."""
+
+    @_abc_1.abstractmethod
+    def CudaSharedMemoryRegister(
+        self,
+        request: _inference_pb2.CudaSharedMemoryRegisterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.CudaSharedMemoryRegisterResponse, _abc.Awaitable[_inference_pb2.CudaSharedMemoryRegisterResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CudaSharedMemoryUnregister(
+        self,
+        request: _inference_pb2.CudaSharedMemoryUnregisterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.CudaSharedMemoryUnregisterResponse, _abc.Awaitable[_inference_pb2.CudaSharedMemoryUnregisterResponse]]: ...
 
 def add_GRPCInferenceServiceServicer_to_server(servicer: GRPCInferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -49,8 +49,9 @@ from infergate.telemetry.spans import Span
 
 log = logging.getLogger(__name__)
 
-# Runs one stacked batch (the model's router).
-RunBatch = Callable[[Tensors], Awaitable[Execution]]
+# Runs one stacked batch (the model's router): run(inputs), or run(inputs, pin=arm)
+# for a batch that must run on the arm its requests' sequences are pinned to.
+RunBatch = Callable[..., Awaitable[Execution]]
 
 
 @dataclass(frozen=True)
@@ -78,21 +79,36 @@ class _Pending:
     future: asyncio.Future[Tensors] = field(repr=False)
     started: bool = False
     trace: Span | None = field(default=None, repr=False)  # its server span, if traced
+    pin: str | None = None  # the arm it must run on (a sequence's), if any
 
 
 def policy_from_config(config: mc.ModelConfig, max_inflight: int) -> BatchPolicy:
-    """Triton's dynamic_batching block; its absence turns batching off."""
-    enabled = config.HasField("dynamic_batching") and config.max_batch_size > 0
+    """Triton's dynamic_batching block; its absence turns batching off.
+
+    A sequence model (sequence_batching) batches too, requests of different
+    sequences together: its strategy's max_queue_delay_microseconds (and, for
+    `oldest`, preferred_batch_size) apply as dynamic batching's would.
+    """
     batching = config.dynamic_batching
     queue = batching.default_queue_policy
-    preferred = tuple(
-        sorted(s for s in batching.preferred_batch_size if 0 < s <= config.max_batch_size)
-    )
+    delay_us = batching.max_queue_delay_microseconds
+    preferred_sizes: list[int] = list(batching.preferred_batch_size)
+    enabled = config.HasField("dynamic_batching")
+    if config.HasField("sequence_batching"):
+        sequence = config.sequence_batching
+        strategy = sequence.WhichOneof("strategy_choice")
+        enabled = True
+        delay_us = (
+            sequence.oldest if strategy == "oldest" else sequence.direct
+        ).max_queue_delay_microseconds
+        preferred_sizes = list(sequence.oldest.preferred_batch_size)
+    enabled = enabled and config.max_batch_size > 0
+    preferred = tuple(sorted(s for s in preferred_sizes if 0 < s <= config.max_batch_size))
     return BatchPolicy(
         enabled=enabled,
         max_batch_size=max(0, config.max_batch_size),
         preferred_batch_sizes=preferred,
-        max_queue_delay_s=batching.max_queue_delay_microseconds / 1e6,
+        max_queue_delay_s=delay_us / 1e6,
         max_queue_size=queue.max_queue_size,
         default_timeout_s=queue.default_timeout_microseconds / 1e6,
         allow_timeout_override=queue.allow_timeout_override,
@@ -162,12 +178,15 @@ class BatchQueue:
         rows: int,
         deadline_s: float | None = None,
         requested_timeout_s: float | None = None,
+        pin: str | None = None,
     ) -> Tensors:
         """Queue a request and wait for its outputs (this request's rows only).
 
         deadline_s is the caller's remaining time (its gRPC deadline). The model's
         default queue timeout applies too; a request may shorten it (Triton's
-        "timeout" parameter) when the model allows timeout overrides.
+        "timeout" parameter) when the model allows timeout overrides. A request with
+        a `pin` (an arm's name) runs on that arm, batched only with requests pinned
+        to it too.
         """
         self.check_room()
         policy = self.policy
@@ -178,11 +197,12 @@ class BatchQueue:
         item = _Pending(
             inputs=inputs,
             rows=rows,
-            group=_group_key(inputs),
+            group=(pin, *_group_key(inputs)),
             enqueued_ns=time.perf_counter_ns(),
             deadline=now + min(limits) if limits else None,
             future=loop.create_future(),
             trace=self._telemetry.enqueued(),
+            pin=pin,
         )
         self._queue.append(item)
         if self._executing < self._max_inflight():
@@ -381,8 +401,11 @@ class BatchQueue:
         input_ns = time.perf_counter_ns() - started
         traces = [item.trace for item in group]
         enqueued = [item.enqueued_ns for item in group]
+        pin = group[0].pin
         try:
-            execution = await self._execute(stacked)
+            execution = await (
+                self._execute(stacked) if pin is None else self._execute(stacked, pin=pin)
+            )
         except InputRejected as exc:
             self._telemetry.batch_done(traces, enqueued, rows, times, None, exc)
             if len(group) > 1:

@@ -7,8 +7,10 @@ written, and checks a written one against what the artifact really has.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+from infergate.gateway.core.sequence_spec import SequenceSpec
 from infergate.protocol import model_config_pb2 as mc
 from infergate.schema import datatypes
 from infergate.schema.errors import ModelLoadError
@@ -72,12 +74,20 @@ def reconcile(
     """Check a written config against what the artifact really has; the config's spec.
 
     Every tensor the config names must exist in the artifact with the same datatype
-    and a compatible shape; an artifact input the config leaves out is an error too,
-    since the runtime would refuse the call later. The config may be more specific
-    than the artifact (a fixed dim where the artifact has a variable one), not less.
+    and a compatible shape: its `reshape` where it has one (the shape the runtime
+    sees), else its dims. An artifact input the config leaves out is an error too,
+    since the runtime would refuse the call later, unless the gateway supplies it (a
+    sequence model's control inputs and implicit states, which its
+    sequence_batching block names and checks). The config may be more specific than
+    the artifact (a fixed dim where the artifact has a variable one), not less.
     """
     declared = spec_from_config(config)
     where = f"model '{config.name}'"
+    batch: tuple[int, ...] = (VARIABLE,) if config.max_batch_size > 0 else ()
+    runtime_shapes = {
+        **{i.name: batch + _reshaped(where, "input", i) for i in config.input},
+        **{o.name: batch + _reshaped(where, "output", o) for o in config.output},
+    }
 
     def check(kind: str, want: Sequence[TensorSpec], have: Sequence[TensorSpec]) -> None:
         by_name = {t.name: t for t in have}
@@ -93,18 +103,53 @@ def reconcile(
                     f"{where}: {kind} '{spec.name}' is {spec.datatype} in the config "
                     f"but {actual.datatype} in the model"
                 )
-            if not _shapes_compatible(spec.shape, actual.shape):
+            shape = runtime_shapes.get(spec.name, spec.shape)
+            if not _shapes_compatible(shape, actual.shape):
+                what = "reshape" if shape != spec.shape else "shape"
                 raise ModelLoadError(
-                    f"{where}: {kind} '{spec.name}' has shape {list(spec.shape)} in the "
+                    f"{where}: {kind} '{spec.name}' has {what} {list(shape)} in the "
                     f"config (batch dim included) but {list(actual.shape)} in the model"
                 )
 
     check("input", declared.inputs, inputs)
     check("output", declared.outputs, outputs)
-    missing = {t.name for t in inputs} - {t.name for t in declared.inputs}
+    sequence = SequenceSpec.from_config(config)
+    supplied: frozenset[str] = frozenset()
+    if sequence is not None:
+        sequence.check(inputs, outputs)
+        supplied = sequence.supplied_inputs()
+        clash = supplied & {t.name for t in declared.inputs}
+        if clash:
+            raise ModelLoadError(
+                f"{where}: inputs {sorted(clash)} are sequence_batching controls or states, "
+                "which the gateway supplies: leave them out of the config's inputs"
+            )
+    missing = {t.name for t in inputs} - {t.name for t in declared.inputs} - supplied
     if missing:
         raise ModelLoadError(f"{where}: the config leaves out model inputs {sorted(missing)}")
     return declared
+
+
+def _reshaped(where: str, kind: str, tensor: mc.ModelInput | mc.ModelOutput) -> tuple[int, ...]:
+    """The shape the runtime has for a tensor (without the batch dim): its reshape
+    when it has one, checked to hold as many elements as its dims."""
+    dims = tuple(int(d) for d in tensor.dims)
+    if not tensor.HasField("reshape"):
+        return dims
+    shape = tuple(int(d) for d in tensor.reshape.shape)
+    if dims.count(VARIABLE) > 1 or shape.count(VARIABLE) > 1:
+        raise ModelLoadError(
+            f"{where}: {kind} '{tensor.name}': a reshape between shapes with more than one "
+            "variable dimension is not supported"
+        )
+    if (VARIABLE in dims) != (VARIABLE in shape) or (
+        VARIABLE not in dims and math.prod(dims) != math.prod(shape)
+    ):
+        raise ModelLoadError(
+            f"{where}: {kind} '{tensor.name}': reshape {list(shape)} does not hold the "
+            f"same elements as dims {list(dims)}"
+        )
+    return shape
 
 
 def _shapes_compatible(declared: Sequence[int], actual: Sequence[int]) -> bool:

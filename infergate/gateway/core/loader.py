@@ -19,6 +19,7 @@ from infergate.gateway.core.config_fields import unacted_fields
 from infergate.gateway.core.config_spec import config_from_artifact, reconcile, spec_from_config
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.repository import ModelSource
+from infergate.gateway.core.runtime_config import configured
 from infergate.gateway.core.warmup import warm_up, with_rows
 from infergate.protocol import model_config_pb2 as mc
 from infergate.schema.errors import ModelLoadError
@@ -170,6 +171,7 @@ def _start_arm(
 ) -> tuple[Arm, ModelSpec]:
     """Check a loaded runtime against the config, warm it up and profile it: an arm."""
     arm_spec = reconcile(config, runtime.inputs, runtime.outputs)
+    runtime = configured(runtime, config, source.folder)  # reshape, sequences, labels
     if kinds == {mc.ModelInstanceGroup.KIND_GPU} and runtime.device == "cpu":
         raise ModelLoadError(
             f"instance_group asks for KIND_GPU, but {backend} runs it on the CPU here"

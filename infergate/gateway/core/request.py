@@ -27,6 +27,9 @@ class InferRequest:
     # Empty: every output of the model.
     requested_outputs: tuple[str, ...] = ()
     parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
+    # Per requested output, the parameters the request gave it (by output name; only
+    # outputs with any): "classification" (int, top-k) is the core's.
+    output_parameters: Mapping[str, Mapping[str, ParameterValue]] = field(default_factory=dict)
     # The caller's remaining time (its gRPC deadline); None: no deadline.
     timeout_s: float | None = None
 

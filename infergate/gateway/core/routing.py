@@ -268,8 +268,18 @@ class Router:
         self._preferred = ""
         self._logged_at = float("-inf")
 
-    async def execute(self, inputs: Tensors) -> Execution:
+    def pick_arm(self, rows: int = 1) -> str | None:
+        """The arm the policy would run a batch of `rows` on now (None: none usable):
+        a new sequence is pinned to it (infergate.gateway.core.sequences)."""
+        now = self._clock()
+        usable = [a for a in self.arms if a.usable(now)]
+        return self.policy.order(usable, rows, now)[0].name if usable else None
+
+    async def execute(self, inputs: Tensors, pin: str | None = None) -> Execution:
         """Run one batch on the best arm, failing over once to the next.
+
+        With `pin` (an arm's name) the batch runs on that arm alone, never failing
+        over: its requests belong to sequences whose state must not change arms.
 
         Who is to blame for a failure decides what follows. After a call fails, the
         arm runs its canary (inputs it is known to run: its warm-up); if that
@@ -282,7 +292,12 @@ class Router:
         """
         rows = _rows(inputs)
         now = self._clock()
-        usable = [a for a in self.arms if a.usable(now)]
+        usable = [a for a in self.arms if a.usable(now) and (pin is None or a.name == pin)]
+        if not usable and pin is not None:
+            raise Unavailable(
+                f"model '{self.model}': arm {pin}, which this request's sequence runs on, is "
+                "failing and a sequence does not change arms; start the sequence again"
+            )
         if not usable:
             raise Unavailable(
                 f"model '{self.model}': every arm is failing: "
