@@ -88,8 +88,9 @@ def decode_request(
             "in order"
         )
     headers = [_header(tensor) for tensor in message.inputs]
+    rows = 0
     if spec is not None:
-        validate_inputs(message.model_name, ((n, d.name, s) for n, d, s in headers), spec)
+        rows = validate_inputs(message.model_name, ((n, d.name, s) for n, d, s in headers), spec)
     inputs = []
     raw_index = 0
     for tensor, (name, datatype, shape), placement in zip(
@@ -125,6 +126,8 @@ def decode_request(
         output_parameters={
             o.name: decode_parameters(o.parameters) for o in message.outputs if o.parameters
         },
+        inputs_checked_for=spec,
+        rows=rows,
     )
 
 

@@ -26,7 +26,7 @@ from infergate.gateway.core.request import InferRequest, InferResult, OutputTens
 from infergate.gateway.core.runtime_config import labels_of
 from infergate.gateway.core.sequence_spec import SequenceSpec
 from infergate.gateway.core.sequences import SequenceScheduler
-from infergate.gateway.core.validate import validate_request
+from infergate.gateway.core.validate import validate_outputs, validate_request
 from infergate.schema.errors import GatewayError, InvalidInput, ModelNotFound, shown
 from infergate.telemetry import spans
 
@@ -96,9 +96,12 @@ class InferenceCore:
 
     # ---- inference -------------------------------------------------------------
 
-    async def infer(self, request: InferRequest) -> InferResult:
+    async def infer(self, request: InferRequest, model: ModelVersion | None = None) -> InferResult:
+        """Answer a request; `model`: the version admit() gave for it, if the caller
+        already looked it up (the same one, or a newer one if a reload came between)."""
         started = time.perf_counter_ns()
-        model = self.model(request.model_name, request.model_version)
+        if model is None:
+            model = self.model(request.model_name, request.model_version)
         try:
             outputs = await self._outputs(model, request, started)
         except GatewayError:
@@ -110,7 +113,11 @@ class InferenceCore:
     async def _outputs(
         self, model: ModelVersion, request: InferRequest, started: int
     ) -> tuple[OutputTensor, ...]:
-        rows = validate_request(request, model.spec)
+        if request.inputs_checked_for is model.spec:
+            rows = request.rows
+            validate_outputs(request.model_name, request.requested_outputs, model.spec)
+        else:
+            rows = validate_request(request, model.spec)
         classes = class_counts(request, model.spec) if request.output_parameters else {}
         outputs = await self._values(model, request, rows, started)
         if not classes:

@@ -32,6 +32,11 @@ class InferRequest:
     output_parameters: Mapping[str, Mapping[str, ParameterValue]] = field(default_factory=dict)
     # The caller's remaining time (its gRPC deadline); None: no deadline.
     timeout_s: float | None = None
+    # Set by whoever already checked the inputs against a spec (the wire conversion
+    # does, before decoding): that spec, and the row count it found; the core then
+    # checks only the outputs when the model serving the request has that very spec.
+    inputs_checked_for: object | None = None
+    rows: int = 0
 
 
 @dataclass(slots=True)

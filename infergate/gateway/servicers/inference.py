@@ -137,7 +137,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         else:
             request = convert.decode_request(message, model.spec, regions)
         request.timeout_s = context.time_remaining()
-        result = await self._core.infer(request)
+        result = await self._core.infer(request, model)
         return convert.encode_result(result, placements)
 
     async def ModelStreamInfer(
