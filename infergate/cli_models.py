@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -66,6 +67,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     register.add_argument("--config", type=Path, help="config.pbtxt for the model")
     register.add_argument("--version", default="", help="version number (default: the next)")
     register.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    _add_wait_replicas(register)
     register.set_defaults(run=run, command_run=_register)
 
     listing = commands.add_parser("list", parents=[common], help="models and their state")
@@ -92,6 +94,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     update.add_argument("--cache-ttl-ms", type=int, help="0: entries never expire")
     update.add_argument("--routing-policy", help="latency, fixed, round_robin, cost")
     update.add_argument("--fixed-arm", help="for --routing-policy fixed: backend or arm name")
+    _add_wait_replicas(update)
     update.set_defaults(run=run, command_run=_update)
 
     unregister = commands.add_parser(
@@ -99,6 +102,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     unregister.add_argument("name")
     unregister.add_argument("--keep-files", action="store_true", help="keep it on disk")
+    _add_wait_replicas(unregister)
     unregister.set_defaults(run=run, command_run=_unregister)
 
     optimize = commands.add_parser(
@@ -158,6 +162,31 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Without a number, --wait-replicas waits this long.
+WAIT_REPLICAS_S = 60.0
+
+
+def _add_wait_replicas(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait-replicas",
+        type=float,
+        nargs="?",
+        const=WAIT_REPLICAS_S,
+        default=0.0,
+        metavar="SECONDS",
+        help="return once every live replica has applied the change (gateways following a "
+        f"shared registry); fail after SECONDS ({WAIT_REPLICAS_S:g} without a number)",
+    )
+
+
+def _replicas_line(replicas: Sequence[apb.ReplicaModel]) -> str:
+    states = ", ".join(
+        f"{r.replica} {r.state}" + (f" ({','.join(r.versions)})" if r.versions else "")
+        for r in replicas
+    )
+    return f"on {len(replicas)} replicas: {states}"
+
+
 # ---- commands ---------------------------------------------------------------------------
 
 
@@ -166,7 +195,9 @@ def _register(args: argparse.Namespace) -> int:
     config = _read_config(args.config) if args.config else None
     progress = None if args.no_progress else ProgressBar(sys.stderr)
     with _client(args) as admin:
-        response = admin.register(args.name, files, config, args.version, progress)
+        response = admin.register(
+            args.name, files, config, args.version, progress, wait_replicas_s=args.wait_replicas
+        )
     if progress is not None:
         progress.close()
     print(
@@ -178,6 +209,8 @@ def _register(args: argparse.Namespace) -> int:
             else ""
         )
     )
+    if response.replicas:
+        print(_replicas_line(response.replicas))
     return 0
 
 
@@ -235,18 +268,25 @@ def _update(args: argparse.Namespace) -> int:
     if not update.paths:
         raise UsageError("nothing to update: give at least one setting (see --help)")
     with _client(args) as admin:
-        config = admin.update(args.name, update)
-    print(f"updated {args.name}: {', '.join(update.paths)}")
+        config = admin.update(args.name, update, wait_replicas_s=args.wait_replicas)
+    print(
+        f"updated {args.name}: {', '.join(update.paths)}"
+        + ("; every live replica applied it" if args.wait_replicas else "")
+    )
     print(_settings_line(config))
     return 0
 
 
 def _unregister(args: argparse.Namespace) -> int:
     with _client(args) as admin:
-        response = admin.unregister(args.name, keep_files=args.keep_files)
+        response = admin.unregister(
+            args.name, keep_files=args.keep_files, wait_replicas_s=args.wait_replicas
+        )
     versions = ", ".join(response.versions) or "none serving"
     files = "files removed" if response.files_removed else "files kept"
     print(f"unregistered {args.name} (versions: {versions}; {files})")
+    if response.replicas:
+        print(_replicas_line(response.replicas))
     return 0
 
 

@@ -194,6 +194,39 @@ class Settings:
             "longest a replica may go on serving answers that another replica invalidated"
         ),
     )
+    # Replicas sharing one repository follow each other's model changes through Redis
+    # (docs/scale-out.md, "The registry"). Unset: this gateway alone, as before.
+    registry_redis_url: str = field(
+        default="",
+        repr=False,  # may hold a password
+        metadata=option(
+            "Redis through which replicas sharing --model-repository follow each other's "
+            "model changes (events, a lock per model, who serves what); may be the cache's "
+            "Redis; with a password, set INFERGATE_REGISTRY_REDIS_URL instead; unset: no "
+            "other replicas are followed"
+        ),
+    )
+    replica_id: str = field(
+        default="",
+        metadata=option(
+            "this replica's name in the registry (letters, digits, _ . : -)",
+            shown_default="hostname-pid-random",
+        ),
+    )
+    registry_heartbeat_s: float = field(
+        default=1.0,
+        metadata=option(
+            "seconds between this replica's reports of what it serves; a replica silent for "
+            "3 of them no longer counts as live"
+        ),
+    )
+    registry_resync_s: float = field(
+        default=30.0,
+        metadata=option(
+            "how often a replica compares the whole repository with what it serves, in case "
+            "it missed an event; 0: only at start and when Redis comes back"
+        ),
+    )
     intra_op_threads: int = field(
         default=0,
         metadata=option(

@@ -61,9 +61,10 @@ def registration_messages(
     config: mc.ModelConfig | None = None,
     version: str = "",
     progress: Progress | None = None,
+    wait_replicas_s: float = 0.0,
 ) -> Iterator[apb.RegisterModelRequest]:
     """The RegisterModel stream: the header, then each artifact's chunks in order."""
-    header = apb.RegisterModelHeader(name=name, version=version)
+    header = apb.RegisterModelHeader(name=name, version=version, wait_replicas_s=wait_replicas_s)
     if config is not None:
         header.config.CopyFrom(config)
     for artifact in artifacts:
@@ -97,6 +98,7 @@ def register(
     progress: Progress | bool | None = None,
     *,
     timeout_s: float | None = None,
+    wait_replicas_s: float = 0.0,
 ) -> Call[apb.RegisterModelResponse]:
     """Upload a model version and serve it once it has loaded and warmed up.
 
@@ -105,11 +107,14 @@ def register(
     the current one, or derive it from the artifact). version: "" for the next number.
     progress: True draws a progress bar on stderr; a callable gets (filename, sent,
     size) as chunks go out. No deadline unless `timeout_s`: a large upload takes as
-    long as the network needs. Never retried.
+    long as the network needs. Never retried. wait_replicas_s: see the note above
+    `update`.
     """
     if progress is True:
         progress = ProgressBar()
-    messages = registration_messages(name, _artifacts(files), config, version, progress or None)
+    messages = registration_messages(
+        name, _artifacts(files), config, version, progress or None, wait_replicas_s
+    )
     return Call(
         "RegisterModel",
         messages,
@@ -120,23 +125,51 @@ def register(
     )
 
 
+# wait_replicas_s (register, update, unregister): with replicas following a shared
+# registry, the call returns only once every live replica has applied the change,
+# or fails after that many seconds (DEADLINE_EXCEEDED naming the replicas behind;
+# the change itself is made). 0: do not wait. The call's deadline, unless given,
+# leaves the wait a minute on top.
+_WAIT_MARGIN_S = 60.0
+
+
+def _waiting_deadline(timeout_s: float | None, wait_replicas_s: float) -> float | None:
+    if timeout_s is None and wait_replicas_s > 0:
+        return wait_replicas_s + _WAIT_MARGIN_S
+    return timeout_s
+
+
 def update(
-    name: str, update: ConfigUpdate, *, timeout_s: float | None = None
+    name: str,
+    update: ConfigUpdate,
+    *,
+    timeout_s: float | None = None,
+    wait_replicas_s: float = 0.0,
 ) -> Call[mc.ModelConfig]:
     """Change batching, cache or routing settings live (see `batching()`); the config now
-    in effect. Never retried."""
-    request = apb.UpdateModelConfigRequest(name=name, config=update.config)
+    in effect. Never retried. wait_replicas_s: see the note above."""
+    request = apb.UpdateModelConfigRequest(
+        name=name, config=update.config, wait_replicas_s=wait_replicas_s
+    )
     request.update_mask.paths.extend(update.paths)
-    return Call("UpdateModelConfig", request, lambda r: r.config, timeout_s, repeatable=False)
+    deadline = _waiting_deadline(timeout_s, wait_replicas_s)
+    return Call("UpdateModelConfig", request, lambda r: r.config, deadline, repeatable=False)
 
 
 def unregister(
-    name: str, keep_files: bool = False, *, timeout_s: float | None = None
+    name: str,
+    keep_files: bool = False,
+    *,
+    timeout_s: float | None = None,
+    wait_replicas_s: float = 0.0,
 ) -> Call[apb.UnregisterModelResponse]:
     """Stop serving the model (queued requests finish) and remove its files unless
-    `keep_files`. Never retried."""
-    request = apb.UnregisterModelRequest(name=name, keep_files=keep_files)
-    return Call("UnregisterModel", request, same_response, timeout_s, repeatable=False)
+    `keep_files`. Never retried. wait_replicas_s: see the note above."""
+    request = apb.UnregisterModelRequest(
+        name=name, keep_files=keep_files, wait_replicas_s=wait_replicas_s
+    )
+    deadline = _waiting_deadline(timeout_s, wait_replicas_s)
+    return Call("UnregisterModel", request, same_response, deadline, repeatable=False)
 
 
 def list_models(*, timeout_s: float | None = None) -> Call[list[apb.ModelSummary]]:

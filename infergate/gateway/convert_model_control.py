@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from google.protobuf import json_format
@@ -22,6 +23,7 @@ from infergate.gateway.core.optimization import (
     OptimizeRequest,
     ProfileRequest,
 )
+from infergate.gateway.core.replica_state import ReplicaModel
 from infergate.gateway.core.repository import version_key
 from infergate.gateway.core.stats import Duration, ModelStats
 from infergate.gateway.core.upload import ArtifactSpec, check_filename
@@ -137,6 +139,36 @@ def _config_from_json(text: str) -> mc.ModelConfig:
             raise InvalidInput(f"load parameter 'config' is not a ModelConfig: {exc}") from exc
         log.warning("load config: ignoring what infergate does not support: %s", strict_error)
         return config
+
+
+# ---- replicas (--wait-replicas, per-replica state) ----------------------------------
+
+# The longest an admin call may wait for the other replicas.
+MAX_WAIT_REPLICAS_S = 3600.0
+
+
+def wait_replicas_s(value: float) -> float:
+    """A request's wait_replicas_s, checked: 0 (no wait) up to MAX_WAIT_REPLICAS_S."""
+    if not math.isfinite(value) or not 0 <= value <= MAX_WAIT_REPLICAS_S:
+        raise InvalidInput(
+            f"wait_replicas_s must lie between 0 (do not wait) and {MAX_WAIT_REPLICAS_S:g}, "
+            f"not {value}"
+        )
+    return value
+
+
+def replica_models(rows: Iterable[ReplicaModel]) -> list[apb.ReplicaModel]:
+    return [
+        apb.ReplicaModel(
+            replica=row.replica,
+            state=row.state,
+            reason=row.reason,
+            versions=list(row.versions),
+            in_step=row.in_step,
+            position=row.position,
+        )
+        for row in rows
+    ]
 
 
 # ---- listing and description ---------------------------------------------------------

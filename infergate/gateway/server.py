@@ -23,6 +23,8 @@ from infergate.gateway.core.optimization import ModelOptimizer
 from infergate.gateway.core.pipeline import InferenceCore
 from infergate.gateway.core.redis_link import link_from_settings
 from infergate.gateway.core.redis_store import cache_store
+from infergate.gateway.core.replica_registry import registry_from_settings
+from infergate.gateway.core.repository_state import recover_shared
 from infergate.gateway.core.routing import RunOptions
 from infergate.gateway.servicers.admin_service import AdminServicer
 from infergate.gateway.servicers.inference import InferenceServicer
@@ -93,6 +95,10 @@ class GatewayServer:
         self.admin = ModelControl(
             self.lifecycle, settings.model_repository, settings.max_artifact_mb * _MB
         )
+        # With --registry-redis-url, replicas sharing the repository follow each
+        # other's model changes (docs/scale-out.md, "The registry"); its own link.
+        self.registry = registry_from_settings(settings, self.admin)
+        self.admin.coordinator = self.registry
         self.optimizer = ModelOptimizer(self.admin, self.lifecycle)
         auth = AuthPolicy.from_settings(settings)
         self._credentials = tls.server_credentials(settings)
@@ -119,7 +125,7 @@ class GatewayServer:
             self._server,
         )
         apb_grpc.add_ModelAdminServicer_to_server(
-            AdminServicer(self.admin, self.optimizer), self._server
+            AdminServicer(self.admin, self.optimizer, self.registry), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -160,10 +166,16 @@ class GatewayServer:
         await self._server.start()
         log.info("infergate listening on %s", self.address)
         if self.settings.model_repository is not None:
-            # Before loading: a registration a crash cut short must not be seen.
-            for done in await asyncio.to_thread(store.recover, self.settings.model_repository):
+            # Before loading: a registration a crash cut short must not be seen. A
+            # repository other replicas write to keeps what they may be writing now.
+            recover = store.recover if self.registry is None else recover_shared
+            for done in await asyncio.to_thread(recover, self.settings.model_repository):
                 log.warning("repository recovery: %s", done)
+            if self.registry is not None:
+                await self.registry.prepare()
             await self.lifecycle.load_repository(self.settings.model_repository)
+        if self.registry is not None:
+            self.registry.start()
         self._ready = True
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         for row in self.core.registry.index():
@@ -188,8 +200,12 @@ class GatewayServer:
             await asyncio.sleep(drain_s)
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         await self._server.stop(grace)
+        if self.registry is not None:
+            await self.registry.stop()  # no more following; changes in progress finish
         await self.optimizer.aclose()
         await self.admin.aclose()
+        if self.registry is not None:
+            await self.registry.aclose()
         await self.lifecycle.aclose()
         if self.redis is not None:
             await self.redis.aclose()

@@ -19,16 +19,18 @@ class Artifact(_message.Message):
     def __init__(self, filename: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class RegisterModelHeader(_message.Message):
-    __slots__ = ("name", "config", "version", "artifacts")
+    __slots__ = ("name", "config", "version", "artifacts", "wait_replicas_s")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_REPLICAS_S_FIELD_NUMBER: _ClassVar[int]
     name: str
     config: _model_config_pb2.ModelConfig
     version: str
     artifacts: _containers.RepeatedCompositeFieldContainer[Artifact]
-    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ..., version: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ...) -> None: ...
+    wait_replicas_s: float
+    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ..., version: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., wait_replicas_s: _Optional[float] = ...) -> None: ...
 
 class ArtifactChunk(_message.Message):
     __slots__ = ("filename", "data")
@@ -47,59 +49,85 @@ class RegisterModelRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[RegisterModelHeader, _Mapping]] = ..., chunk: _Optional[_Union[ArtifactChunk, _Mapping]] = ...) -> None: ...
 
 class RegisterModelResponse(_message.Message):
-    __slots__ = ("name", "version", "backend", "device", "load_ms", "replaced_versions")
+    __slots__ = ("name", "version", "backend", "device", "load_ms", "replaced_versions", "replicas")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     LOAD_MS_FIELD_NUMBER: _ClassVar[int]
     REPLACED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     backend: str
     device: str
     load_ms: float
     replaced_versions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., load_ms: _Optional[float] = ..., replaced_versions: _Optional[_Iterable[str]] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaModel]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., load_ms: _Optional[float] = ..., replaced_versions: _Optional[_Iterable[str]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaModel, _Mapping]]] = ...) -> None: ...
 
 class UpdateModelConfigRequest(_message.Message):
-    __slots__ = ("name", "config", "update_mask")
+    __slots__ = ("name", "config", "update_mask", "wait_replicas_s")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    WAIT_REPLICAS_S_FIELD_NUMBER: _ClassVar[int]
     name: str
     config: _model_config_pb2.ModelConfig
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    wait_replicas_s: float
+    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., wait_replicas_s: _Optional[float] = ...) -> None: ...
 
 class UpdateModelConfigResponse(_message.Message):
-    __slots__ = ("config",)
+    __slots__ = ("config", "replicas")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     config: _model_config_pb2.ModelConfig
-    def __init__(self, config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaModel]
+    def __init__(self, config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaModel, _Mapping]]] = ...) -> None: ...
 
 class UnregisterModelRequest(_message.Message):
-    __slots__ = ("name", "keep_files")
+    __slots__ = ("name", "keep_files", "wait_replicas_s")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KEEP_FILES_FIELD_NUMBER: _ClassVar[int]
+    WAIT_REPLICAS_S_FIELD_NUMBER: _ClassVar[int]
     name: str
     keep_files: bool
-    def __init__(self, name: _Optional[str] = ..., keep_files: _Optional[bool] = ...) -> None: ...
+    wait_replicas_s: float
+    def __init__(self, name: _Optional[str] = ..., keep_files: _Optional[bool] = ..., wait_replicas_s: _Optional[float] = ...) -> None: ...
 
 class UnregisterModelResponse(_message.Message):
-    __slots__ = ("versions", "files_removed")
+    __slots__ = ("versions", "files_removed", "replicas")
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     FILES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     versions: _containers.RepeatedScalarFieldContainer[str]
     files_removed: bool
-    def __init__(self, versions: _Optional[_Iterable[str]] = ..., files_removed: _Optional[bool] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaModel]
+    def __init__(self, versions: _Optional[_Iterable[str]] = ..., files_removed: _Optional[bool] = ..., replicas: _Optional[_Iterable[_Union[ReplicaModel, _Mapping]]] = ...) -> None: ...
+
+class ReplicaModel(_message.Message):
+    __slots__ = ("replica", "state", "reason", "versions", "in_step", "position")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    IN_STEP_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    state: str
+    reason: str
+    versions: _containers.RepeatedScalarFieldContainer[str]
+    in_step: bool
+    position: str
+    def __init__(self, replica: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., in_step: _Optional[bool] = ..., position: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ModelSummary(_message.Message):
-    __slots__ = ("name", "state", "reason", "serving_version", "versions", "backend", "device")
+    __slots__ = ("name", "state", "reason", "serving_version", "versions", "backend", "device", "replicas")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +135,7 @@ class ModelSummary(_message.Message):
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: str
     reason: str
@@ -114,7 +143,8 @@ class ModelSummary(_message.Message):
     versions: _containers.RepeatedScalarFieldContainer[str]
     backend: str
     device: str
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., serving_version: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaModel]
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., serving_version: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[ReplicaModel, _Mapping]]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
@@ -284,7 +314,7 @@ class SharedCache(_message.Message):
     def __init__(self, entries: _Optional[int] = ..., bytes: _Optional[int] = ..., max_bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., evictions: _Optional[int] = ..., hit_ratio: _Optional[float] = ...) -> None: ...
 
 class DescribeModelResponse(_message.Message):
-    __slots__ = ("name", "state", "reason", "serving_version", "config", "versions", "shared_cache")
+    __slots__ = ("name", "state", "reason", "serving_version", "config", "versions", "shared_cache", "replicas")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -292,6 +322,7 @@ class DescribeModelResponse(_message.Message):
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     SHARED_CACHE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: str
     reason: str
@@ -299,7 +330,8 @@ class DescribeModelResponse(_message.Message):
     config: _model_config_pb2.ModelConfig
     versions: _containers.RepeatedCompositeFieldContainer[VersionDescription]
     shared_cache: SharedCache
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., serving_version: _Optional[str] = ..., config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionDescription, _Mapping]]] = ..., shared_cache: _Optional[_Union[SharedCache, _Mapping]] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaModel]
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., serving_version: _Optional[str] = ..., config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionDescription, _Mapping]]] = ..., shared_cache: _Optional[_Union[SharedCache, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaModel, _Mapping]]] = ...) -> None: ...
 
 class OptimizeModelRequest(_message.Message):
     __slots__ = ("name", "version", "variants", "backends", "calibration_npz", "validation_npz", "thresholds")

@@ -65,5 +65,11 @@ def config_check(config: str) -> tuple[bytes, bytes]:
     sent = b"".join(
         bytes.fromhex(hex_) for hex_ in re.findall(r"^\s*tcp-check send-binary (\S+)", config, re.M)
     )
-    (expected,) = re.findall(r"^\s*tcp-check expect binary (\S+)", config, re.M)
+    (expected,) = re.findall(r"^\s*tcp-check expect (?:min-recv \d+ )?binary (\S+)", config, re.M)
     return sent, bytes.fromhex(expected)
+
+
+def config_frame_pattern(config: str) -> re.Pattern[str]:
+    """The regex the config's first expect waits for, on the answer's hex (rbinary)."""
+    (pattern,) = re.findall(r"^\s*tcp-check expect rbinary (\S+)", config, re.M)
+    return re.compile(pattern)

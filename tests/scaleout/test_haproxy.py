@@ -40,7 +40,9 @@ needs_haproxy = pytest.mark.skipif(
 
 
 class Haproxy:
-    def __init__(self, workdir: Path, gateways: tuple[str, str]) -> None:
+    def __init__(
+        self, workdir: Path, gateways: tuple[str, str], check_interval: str | None = None
+    ) -> None:
         self.port = free_port()
         self.socket = workdir / "haproxy.sock"
         self.log = workdir / "haproxy.log"
@@ -54,6 +56,8 @@ class Haproxy:
             "INFERGATE_GATEWAY_1": gateways[0],
             "INFERGATE_GATEWAY_2": gateways[1],
         }
+        if check_interval is not None:  # the config's default: 1s
+            env["INFERGATE_PROXY_CHECK_INTERVAL"] = check_interval
         assert HAPROXY is not None
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
@@ -101,9 +105,11 @@ class Haproxy:
 
 
 @contextlib.contextmanager
-def haproxy(workdir: Path, gateways: tuple[str, str]) -> Iterator[Haproxy]:
+def haproxy(
+    workdir: Path, gateways: tuple[str, str], check_interval: str | None = None
+) -> Iterator[Haproxy]:
     workdir.mkdir(exist_ok=True)
-    proxy = Haproxy(workdir, gateways)
+    proxy = Haproxy(workdir, gateways, check_interval)
     try:
         yield proxy
     finally:
@@ -130,6 +136,12 @@ def test_the_configured_check_is_a_grpc_health_check_for_serving() -> None:
     sent, expected = h2_probe.config_check(CONFIG.read_text())
     assert sent == h2_probe.health_check_request()
     assert expected == h2_probe.health_check_answer(h2_probe.SERVING)
+    # It first waits for the answer whatever its status, so that NOT_SERVING fails
+    # at once (min-recv) instead of after the check's timeout.
+    frame = h2_probe.config_frame_pattern(CONFIG.read_text())
+    for status in (h2_probe.SERVING, h2_probe.NOT_SERVING):
+        assert frame.search(h2_probe.health_check_answer(status).hex())
+    assert "min-recv" in CONFIG.read_text()
 
 
 @pytest.fixture

@@ -4,17 +4,24 @@ The admin RPC and Triton's RepositoryModelLoad/Unload both land here. Every chan
 is written to the model repository (infergate.gateway.core.store) before traffic
 moves, so a restart serves exactly the changes that completed. Calls on one model
 name run one at a time; calls on different models run side by side.
+
+Replicas sharing the repository coordinate through a ChangeCoordinator
+(infergate.gateway.core.replica_registry): it excludes other replicas' changes of
+the same model for the duration of one, and is told of each change once it is
+written and serving, so that the others follow it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from infergate.gateway.core import live_config, store
 from infergate.gateway.core.lifecycle import ModelLifecycle
@@ -78,6 +85,19 @@ class ModelView:
     disk_config: mc.ModelConfig | None
 
 
+class ChangeCoordinator(Protocol):
+    """What model changes need when several replicas share the repository."""
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Held around one change of model `name`: no other replica changes it meanwhile."""
+        ...
+
+    async def changed(self, name: str, action: str, version: str = "") -> None:
+        """Model `name` changed (registered, reloaded, updated, unregistered, unloaded),
+        in the repository and here; called while `exclusive` is held. Never raises."""
+        ...
+
+
 class ModelControl:
     def __init__(
         self, lifecycle: ModelLifecycle, repository: Path | None, max_artifact_bytes: int
@@ -88,6 +108,8 @@ class ModelControl:
         self.max_artifact_bytes = max_artifact_bytes
         self._locks: dict[str, asyncio.Lock] = {}
         self._changes: set[asyncio.Task[Any]] = set()
+        # Set by the server when replicas follow a shared registry.
+        self.coordinator: ChangeCoordinator | None = None
 
     # ---- changes --------------------------------------------------------------------
 
@@ -122,8 +144,10 @@ class ModelControl:
         upload: StagedUpload,
     ) -> Registered:
         try:
-            async with self._lock(registration.name):
-                return await self._install_version(repository, registration, config, upload.folder)
+            async with self._changing(registration.name):
+                done = await self._install_version(repository, registration, config, upload.folder)
+                await self._announce(registration.name, "registered", done.model.version)
+                return done
         finally:
             await asyncio.to_thread(upload.discard)  # nothing left to delete once committed
 
@@ -168,7 +192,7 @@ class ModelControl:
     async def _reload(
         self, repository: Path, name: str, config: mc.ModelConfig | None
     ) -> ModelVersion:
-        async with self._lock(name):
+        async with self._changing(name):
             if not (repository / name).is_dir():
                 raise ModelNotFound(f"model {shown(name)} is not in the repository {repository}")
             versions = await self.lifecycle.load_from_repository(repository, name, config)
@@ -189,6 +213,7 @@ class ModelControl:
                 name,
                 ", ".join(m.version for m in versions),
             )
+            await self._announce(name, "reloaded")
             return versions[-1]
 
     async def update_config(
@@ -199,7 +224,7 @@ class ModelControl:
         return await self._to_completion(self._update(name, update, paths))
 
     async def _update(self, name: str, update: mc.ModelConfig, paths: list[str]) -> mc.ModelConfig:
-        async with self._lock(name):
+        async with self._changing(name):
             serving = self._serving(name)
             # Validate every version's change before touching any of them.
             changes = [(m, live_config.apply_update(m.config, update, paths)) for m in serving]
@@ -214,6 +239,7 @@ class ModelControl:
                     self.lifecycle.reconfigure(model, config)
                 raise
             log.info("model %s: updated %s live", name, ", ".join(paths))
+            await self._announce(name, "updated")
             return _copy(serving[-1].config)
 
     def _persist_update(self, name: str, update: mc.ModelConfig, paths: list[str]) -> None:
@@ -232,7 +258,7 @@ class ModelControl:
         return await self._to_completion(self._unregister(name, keep_files))
 
     async def _unregister(self, name: str, keep_files: bool) -> Unregistered:
-        async with self._lock(name):
+        async with self._changing(name):
             folder = self.repository / name if self.repository is not None else None
             on_disk = folder is not None and folder.is_dir()
             if name not in self.registry and not on_disk:
@@ -246,6 +272,7 @@ class ModelControl:
                 # The same name and versions may come back with other files.
                 await self.lifecycle.forget_answers(name)
             log.info("unregistered model %s%s", name, " (files removed)" if removed else "")
+            await self._announce(name, "unloaded" if on_disk and keep_files else "unregistered")
             return Unregistered(tuple(v.version for v in versions), removed)
 
     # ---- inspection ------------------------------------------------------------------
@@ -324,6 +351,25 @@ class ModelControl:
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
+
+    def local_lock(self, name: str) -> asyncio.Lock:
+        """This process's lock on model `name`: whoever else changes what serves of it
+        (the registry following other replicas) takes it too."""
+        return self._lock(name)
+
+    @contextlib.asynccontextmanager
+    async def _changing(self, name: str) -> AsyncIterator[None]:
+        """One change of `name` at a time: here, and across replicas with a coordinator."""
+        async with self._lock(name):
+            if self.coordinator is None:
+                yield
+                return
+            async with self.coordinator.exclusive(name):
+                yield
+
+    async def _announce(self, name: str, action: str, version: str = "") -> None:
+        if self.coordinator is not None:
+            await self.coordinator.changed(name, action, version)
 
     def _serving(self, name: str) -> list[ModelVersion]:
         entry = self.registry.entry(name)

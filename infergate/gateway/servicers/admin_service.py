@@ -10,18 +10,27 @@ from collections.abc import AsyncIterator
 from infergate.gateway import convert_model_control
 from infergate.gateway.core.model_control import ModelControl
 from infergate.gateway.core.optimization import ModelOptimizer
+from infergate.gateway.core.replica_registry import ReplicaRegistry
+from infergate.gateway.core.replica_state import ReplicaModel
 from infergate.gateway.servicers.errors import Context, grpc_errors
 from infergate.gateway.status import status_code
 from infergate.protocol import admin_pb2 as apb
 from infergate.protocol import admin_pb2_grpc as apb_grpc
 from infergate.protocol import inference_pb2 as pb
-from infergate.schema.errors import GatewayError, InvalidInput
+from infergate.schema.errors import GatewayError, InvalidInput, PreconditionFailed
 
 
 class AdminServicer(apb_grpc.ModelAdminServicer):
-    def __init__(self, admin: ModelControl, optimizer: ModelOptimizer) -> None:
+    def __init__(
+        self,
+        admin: ModelControl,
+        optimizer: ModelOptimizer,
+        registry: ReplicaRegistry | None = None,
+    ) -> None:
         self._admin = admin
         self._optimizer = optimizer
+        # The shared registry, when replicas follow one (--registry-redis-url).
+        self._registry = registry
 
     @grpc_errors
     async def RegisterModel(
@@ -34,25 +43,34 @@ class AdminServicer(apb_grpc.ModelAdminServicer):
                 "artifacts), then the artifacts' chunks"
             )
         registration = convert_model_control.registration(first.header)
+        wait_s = self._wait_s(first.header.wait_replicas_s)
         result = await self._admin.register(registration, _chunks(request_iterator))
-        return convert_model_control.registered(result)
+        response = convert_model_control.registered(result)
+        response.replicas.extend(await self._wait(registration.name, wait_s))
+        return response
 
     @grpc_errors
     async def UpdateModelConfig(
         self, request: apb.UpdateModelConfigRequest, context: Context
     ) -> apb.UpdateModelConfigResponse:
+        wait_s = self._wait_s(request.wait_replicas_s)
         config = await self._admin.update_config(
             request.name, request.config, list(request.update_mask.paths)
         )
-        return apb.UpdateModelConfigResponse(config=config)
+        return apb.UpdateModelConfigResponse(
+            config=config, replicas=await self._wait(request.name, wait_s)
+        )
 
     @grpc_errors
     async def UnregisterModel(
         self, request: apb.UnregisterModelRequest, context: Context
     ) -> apb.UnregisterModelResponse:
+        wait_s = self._wait_s(request.wait_replicas_s)
         result = await self._admin.unregister(request.name, keep_files=request.keep_files)
         return apb.UnregisterModelResponse(
-            versions=list(result.versions), files_removed=result.files_removed
+            versions=list(result.versions),
+            files_removed=result.files_removed,
+            replicas=await self._wait(request.name, wait_s),
         )
 
     @grpc_errors
@@ -60,7 +78,14 @@ class AdminServicer(apb_grpc.ModelAdminServicer):
         self, request: apb.ListModelsRequest, context: Context
     ) -> apb.ListModelsResponse:
         views = await self._admin.models()
-        return apb.ListModelsResponse(models=[convert_model_control.summary(v) for v in views])
+        response = apb.ListModelsResponse(models=[convert_model_control.summary(v) for v in views])
+        if self._registry is not None:
+            across = await self._registry.replicas_of(v.name for v in views)
+            for message in response.models:
+                message.replicas.extend(
+                    convert_model_control.replica_models(across.get(message.name, ()))
+                )
+        return response
 
     @grpc_errors
     async def DescribeModel(
@@ -68,9 +93,31 @@ class AdminServicer(apb_grpc.ModelAdminServicer):
     ) -> apb.DescribeModelResponse:
         view, artifacts = await self._admin.describe(request.name)
         variants = await asyncio.to_thread(self._optimizer.stored_by_version, view)
-        return convert_model_control.description(
+        response = convert_model_control.description(
             view, artifacts, self._admin.lifecycle.cache.stats(), variants
         )
+        if self._registry is not None:
+            across = await self._registry.replicas_of([view.name])
+            response.replicas.extend(convert_model_control.replica_models(across[view.name]))
+        return response
+
+    # ---- waiting for the other replicas ---------------------------------------------------
+
+    def _wait_s(self, requested: float) -> float:
+        """The wait a change asks for, refused before anything changes if it cannot be."""
+        wait_s = convert_model_control.wait_replicas_s(requested)
+        if wait_s > 0 and self._registry is None:
+            raise PreconditionFailed(
+                "wait_replicas_s: this gateway follows no shared registry "
+                "(--registry-redis-url is unset), so there are no replicas to wait for"
+            )
+        return wait_s
+
+    async def _wait(self, name: str, wait_s: float) -> list[apb.ReplicaModel]:
+        if wait_s <= 0 or self._registry is None:
+            return []
+        rows: list[ReplicaModel] = await self._registry.wait_replicas(name, wait_s)
+        return convert_model_control.replica_models(rows)
 
     async def OptimizeModel(
         self, request: apb.OptimizeModelRequest, context: Context
