@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -185,11 +185,28 @@ def _serve(args: argparse.Namespace) -> int:
             announcer.cancel()
 
     try:
-        asyncio.run(run())
+        with asyncio.Runner(loop_factory=event_loop_factory(settings)) as runner:
+            runner.run(run())
     except RuntimeError as exc:
         print(f"infergate: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def event_loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop `serve` runs on: uvloop's when asked for or (auto) installed; None:
+    asyncio's own."""
+    if settings.event_loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if settings.event_loop == "uvloop":
+            raise SettingsError(
+                "event_loop uvloop: uvloop is not installed (pip install 'infergate[server]')"
+            ) from None
+        return None
+    return uvloop.new_event_loop
 
 
 def apply_gil_switch_interval(settings: Settings) -> None:

@@ -227,10 +227,15 @@ class Settings:
             "it missed an event; 0: only at start and when Redis comes back"
         ),
     )
+    # On 2 cores, onnxruntime's own choice (a thread per core) cost 15-25% of
+    # throughput against one thread: its threads took the core the event loop needs
+    # to receive, decode and answer requests (infergate/gateway/tuning.py).
     intra_op_threads: int = field(
         default=0,
         metadata=option(
-            "threads inside one runtime call (onnxruntime intra-op); 0: the runtime chooses"
+            "threads inside one runtime call; 0: automatic (one core less than this "
+            "process may use, at least 1: a core stays with the gRPC front end); "
+            "-1: the runtime's own default"
         ),
     )
     inter_op_threads: int = field(
@@ -257,6 +262,16 @@ class Settings:
     metrics_port: int = field(default=8002, metadata=option("Prometheus /metrics port; 0: off"))
     metrics_host: str = field(default="127.0.0.1", metadata=option("address for /metrics"))
     # None follows OTEL_* variables.
+    # uvloop (libuv) runs the event loop's own bookkeeping in C: about 15-20% more
+    # small-model requests a second here than asyncio's loop, with the same code.
+    event_loop: str = field(
+        default="auto",
+        metadata=option(
+            "the event loop `infergate serve` runs on: uvloop, asyncio, or auto (uvloop "
+            "when installed)",
+            choices={"auto": "auto", "uvloop": "uvloop", "asyncio": "asyncio"},
+        ),
+    )
     tracing: bool | None = field(
         default=None,
         metadata=option(

@@ -220,6 +220,7 @@ SERVE_FLAGS = {
     "--registry-resync-s",
     "--intra-op-threads",
     "--inter-op-threads",
+    "--event-loop",
     "--max-receive-message-mb",
     "--max-send-message-mb",
     "--shutdown-grace-s",

@@ -112,7 +112,8 @@ def sample(name: str, source: str) -> tuple[str, object]:
     hint = typing.get_type_hints(Settings)[name]
     step = 1 if source == "env" else 2
     if spec.choices is not None:
-        word = list(spec.choices)[step - 1]
+        others = [w for w, value in spec.choices.items() if value != spec.default]
+        word = others[step - 1]
         return word, spec.choices[word]
     if isinstance(spec.default, bool):
         return str(not spec.default).lower(), not spec.default

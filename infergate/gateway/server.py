@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from infergate.backends.base import Backend, BackendOptions
 from infergate.backends.discovery import discover
-from infergate.gateway import tls
+from infergate.gateway import tls, tuning
 from infergate.gateway.auth import ADMIN_SERVICE, AuthInterceptor, AuthPolicy, is_loopback
 from infergate.gateway.core import store
 from infergate.gateway.core.cache import ResponseCache
@@ -64,8 +64,12 @@ class GatewayServer:
             raise RuntimeError(
                 "no inference backend is available; install onnxruntime-gpu or onnxruntime"
             )
+        threads = tuning.intra_op_threads(settings)
+        log.info(
+            "runtime calls use %d intra-op thread(s) (%s)", threads.intra_op_threads, threads.reason
+        )
         options = BackendOptions(
-            intra_op_threads=settings.intra_op_threads,
+            intra_op_threads=threads.intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
             use_gpu=settings.use_gpu,
         )
@@ -115,15 +119,13 @@ class GatewayServer:
                 *_connection_age_options(settings),
             ],
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(
-                self.core,
-                lambda: self._ready,
-                InferenceObserver(self.tracing, self.metrics, self.core.registry.__contains__),
-                admin=self.admin,
-            ),
-            self._server,
+        self._inference = InferenceServicer(
+            self.core,
+            lambda: self._ready,
+            InferenceObserver(self.tracing, self.metrics, self.core.registry.__contains__),
+            admin=self.admin,
         )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self._inference, self._server)
         apb_grpc.add_ModelAdminServicer_to_server(
             AdminServicer(self.admin, self.optimizer, self.registry), self._server
         )
@@ -200,6 +202,7 @@ class GatewayServer:
             await asyncio.sleep(drain_s)
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         await self._server.stop(grace)
+        self._inference.close()  # shared-memory regions: no call reads them any more
         if self.registry is not None:
             await self.registry.stop()  # no more following; changes in progress finish
         await self.optimizer.aclose()

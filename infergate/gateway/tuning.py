@@ -1,0 +1,51 @@
+"""Settings the gateway chooses from the machine when left at 0 (automatic).
+
+Each choice comes with the reason, for the log line at start-up: a default that an
+operator cannot see is one nobody can question.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from infergate.settings import Settings, SettingsError
+
+# The front end (gRPC's poller, the event loop decoding, batching and answering)
+# needs about a core of its own at full load; measured here on 2 cores, giving the
+# runtime both cheated the front end of it (README, "Performance").
+FRONT_END_CORES = 1
+
+
+@dataclass(frozen=True)
+class Tuned:
+    intra_op_threads: int  # 0: the runtime's own default
+    reason: str
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def intra_op_threads(settings: Settings, cores: int | None = None) -> Tuned:
+    """How many threads one runtime call may use."""
+    chosen = settings.intra_op_threads
+    if chosen > 0:
+        return Tuned(chosen, "--intra-op-threads")
+    if chosen == -1:
+        return Tuned(0, "--intra-op-threads -1: each runtime's own default")
+    if chosen < -1:
+        raise SettingsError(
+            f"intra_op_threads must be a count, 0 (automatic) or -1 (the runtime's "
+            f"default), not {chosen}"
+        )
+    cores = usable_cores() if cores is None else cores
+    threads = max(1, cores - FRONT_END_CORES)
+    return Tuned(
+        threads,
+        f"automatic: {cores} usable core(s), {FRONT_END_CORES} kept for the gRPC front end",
+    )
