@@ -115,8 +115,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--variants", default="", help="comma-separated (default: every one this machine makes)"
     )
     optimize.add_argument("--backends", default="", help="comma-separated (default: all serving)")
-    optimize.add_argument(
-        "--calibration", type=Path, required=True, help=".npz of inputs (and labels)"
+    source = optimize.add_mutually_exclusive_group(required=True)
+    source.add_argument("--calibration", type=Path, help=".npz of inputs (and labels)")
+    source.add_argument(
+        "--captured",
+        action="store_true",
+        help="calibrate on the live requests the model keeps (its config's capture_rows)",
     )
     optimize.add_argument(
         "--validation", type=Path, help=".npz kept apart for the gate (default: split)"
@@ -298,7 +302,7 @@ def _optimize(args: argparse.Namespace) -> int:
     with _client(args) as admin:
         result = admin.optimize(
             args.name,
-            args.calibration,
+            None if args.captured else args.calibration,
             args.validation,
             variants=_listed(args.variants),
             backends=_listed(args.backends),

@@ -247,7 +247,7 @@ Samples = Path | str | bytes | Mapping[str, np.ndarray]
 
 def optimize_request(
     name: str,
-    calibration: Samples,
+    calibration: Samples | None,
     validation: Samples | None = None,
     variants: Sequence[str] = (),
     backends: Sequence[str] = (),
@@ -256,14 +256,16 @@ def optimize_request(
 ) -> apb.OptimizeModelRequest:
     """An OptimizeModel request. calibration / validation: an .npz file (path or its
     bytes) or arrays by input name (plus `labels` for a classifier); no validation set:
-    the gateway splits the calibration set in two. thresholds: max_accuracy_drop,
+    the gateway splits the calibration set in two; None: calibrate on the live requests
+    the model keeps (its config's capture_rows). thresholds: max_accuracy_drop,
     min_top1_agreement, max_abs_error, max_mean_rel_error over the defaults."""
     return apb.OptimizeModelRequest(
         name=name,
         version=version,
         variants=list(variants),
         backends=list(backends),
-        calibration_npz=_npz(calibration),
+        use_captured=calibration is None,
+        calibration_npz=_npz(calibration) if calibration is not None else b"",
         validation_npz=_npz(validation) if validation is not None else b"",
         thresholds=dict(thresholds or {}),
     )

@@ -59,7 +59,7 @@ class AdminClient(SyncEndpoint):
     def optimize(
         self,
         name: str,
-        calibration: calls.Samples,
+        calibration: calls.Samples | None,
         validation: calls.Samples | None = None,
         *,
         variants: Sequence[str] = (),
@@ -69,8 +69,9 @@ class AdminClient(SyncEndpoint):
         progress: calls.StageProgress | bool | None = None,
         timeout_s: float | None = None,
     ) -> apb.OptimizeModelProgress:
-        """Build, gate and serve variants of a model (see calls.optimize_request); the
-        last message: every variant's verdict and figures, and the arms now serving.
+        """Build, gate and serve variants of a model (see calls.optimize_request:
+        calibration None uses the live requests the model keeps); the last message:
+        every variant's verdict and figures, and the arms now serving.
         progress: True prints stages on stderr; a callable gets (stage, fraction, message)."""
         request = calls.optimize_request(
             name, calibration, validation, variants, backends, thresholds, version
@@ -100,7 +101,7 @@ class AsyncAdminClient(AsyncEndpoint):
     async def optimize(
         self,
         name: str,
-        calibration: calls.Samples,
+        calibration: calls.Samples | None,
         validation: calls.Samples | None = None,
         *,
         variants: Sequence[str] = (),

@@ -322,6 +322,7 @@ def optimize_request(message: apb.OptimizeModelRequest) -> OptimizeRequest:
         calibration_npz=message.calibration_npz,
         validation_npz=message.validation_npz,
         thresholds=dict(message.thresholds),
+        use_captured=message.use_captured,
     )
 
 

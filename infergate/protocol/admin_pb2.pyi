@@ -334,7 +334,7 @@ class DescribeModelResponse(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., serving_version: _Optional[str] = ..., config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ..., versions: _Optional[_Iterable[_Union[VersionDescription, _Mapping]]] = ..., shared_cache: _Optional[_Union[SharedCache, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaModel, _Mapping]]] = ...) -> None: ...
 
 class OptimizeModelRequest(_message.Message):
-    __slots__ = ("name", "version", "variants", "backends", "calibration_npz", "validation_npz", "thresholds")
+    __slots__ = ("name", "version", "variants", "backends", "calibration_npz", "validation_npz", "thresholds", "use_captured")
     class ThresholdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -349,6 +349,7 @@ class OptimizeModelRequest(_message.Message):
     CALIBRATION_NPZ_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_NPZ_FIELD_NUMBER: _ClassVar[int]
     THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    USE_CAPTURED_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     variants: _containers.RepeatedScalarFieldContainer[str]
@@ -356,7 +357,8 @@ class OptimizeModelRequest(_message.Message):
     calibration_npz: bytes
     validation_npz: bytes
     thresholds: _containers.ScalarMap[str, float]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., variants: _Optional[_Iterable[str]] = ..., backends: _Optional[_Iterable[str]] = ..., calibration_npz: _Optional[bytes] = ..., validation_npz: _Optional[bytes] = ..., thresholds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    use_captured: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., variants: _Optional[_Iterable[str]] = ..., backends: _Optional[_Iterable[str]] = ..., calibration_npz: _Optional[bytes] = ..., validation_npz: _Optional[bytes] = ..., thresholds: _Optional[_Mapping[str, float]] = ..., use_captured: _Optional[bool] = ...) -> None: ...
 
 class VariantResult(_message.Message):
     __slots__ = ("backend", "variant", "status", "reason", "figures", "stale")

@@ -194,3 +194,58 @@ async def test_optimize_needs_the_admin_token(served: Served) -> None:
         with pytest.raises(AdminError) as caught:
             await optimize(intruder)
     assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_the_cache_shares_answers_between_a_versions_admitted_arms(
+    served: Served, admin: AsyncAdminClient, client: AsyncClient
+) -> None:
+    """docs/variants.md, "The response cache and lossy arms": an answer an int8 arm
+    computed is cached for the version, and served to a request the fp32 arm would
+    otherwise have run, since any admitted arm could have answered it live."""
+    from infergate.clients.admin_client import batching
+
+    await optimize(admin)
+    await admin.update("digits", batching(routing_policy="fixed", fixed_arm=INT8))
+    x = {"x": np.random.default_rng(7).random((1, 64), dtype=np.float32)}
+    from_int8 = (await client.infer("digits", x))["y"]
+    await admin.update("digits", batching(routing_policy="fixed", fixed_arm="onnxruntime/cpu/fp32"))
+    stats = served.server.core.model("digits").stats
+    hits = stats.cache_hit.count
+    again = (await client.infer("digits", x))["y"]
+    assert stats.cache_hit.count == hits + 1
+    np.testing.assert_array_equal(again, from_int8)  # the int8 arm's bytes, from the cache
+    # What fp32 computes for it differs a little: it was not asked.
+    fp32 = served.server.core.model("digits").arms[0].runtime.infer(x)["y"]
+    assert not np.array_equal(fp32, from_int8)
+
+
+async def test_live_traffic_calibrates_when_captured(
+    served: Served, admin: AsyncAdminClient, client: AsyncClient
+) -> None:
+    """capture_rows keeps a uniform sample of live request rows in memory; OptimizeModel
+    with use_captured calibrates (and gates) on it. Nothing is written to disk."""
+    from infergate.gateway.core.repository import parse_config
+
+    with pytest.raises(AdminError) as caught:
+        await admin.optimize("digits", None, variants=["int8-dynamic"])
+    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "capture_rows" in caught.value.message
+
+    config_path = served.repo / "digits" / "config.pbtxt"
+    config = parse_config(config_path.read_text(), "digits")
+    config.capture_rows = 64
+    config.ClearField("response_cache")  # every request reaches the pipeline
+    await admin.register(
+        "digits", {"model.onnx": served.repo / "digits" / "1" / "model.onnx"}, config
+    )
+    calibration, _ = digits_data()
+    for first in range(0, 200, 4):
+        await client.infer("digits", {"x": calibration["x"][first : first + 4]})
+    capture = served.server.core.model("digits").capture
+    assert capture is not None and len(capture) == 64
+    result = await admin.optimize(
+        "digits", None, variants=["int8-dynamic"], backends=["onnxruntime"]
+    )
+    (verdict,) = result.results
+    assert verdict.status == "admitted", verdict.reason
+    assert not list(served.repo.rglob("*.npz"))

@@ -56,6 +56,7 @@ ACTED_ON = frozenset(
         "allowed_backends",
         "routing",
         "response_cache_ttl_ms",
+        "capture_rows",
     }
 )
 

@@ -158,6 +158,7 @@ def load_model(
         platform=config.platform,
         arm_errors=errors,
         instances=instance_count(config),
+        capture=optimize.ReservoirSampler(config.capture_rows) if config.capture_rows else None,
     )
 
 

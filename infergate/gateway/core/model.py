@@ -11,6 +11,7 @@ from infergate.gateway.core.batch_telemetry import BatchTelemetry
 from infergate.gateway.core.batching import BatchQueue, policy_from_config
 from infergate.gateway.core.routing import DEFAULT_RUN_OPTIONS, Router, RunOptions, make_policy
 from infergate.gateway.core.stats import ModelStats
+from infergate.optimize.reservoir import ReservoirSampler
 from infergate.protocol import model_config_pb2 as mc
 from infergate.schema.errors import Unavailable
 from infergate.schema.tensors import ModelSpec
@@ -30,6 +31,9 @@ class ModelVersion:
     # Batches that may run side by side per device, from the config's instance
     # groups; None: the gateway's --max-inflight-batches.
     instances: int | None = None
+    # A uniform sample of live request inputs (config capture_rows), for calibrating
+    # variants on real traffic; None: not captured.
+    capture: ReservoirSampler | None = field(default=None, repr=False)
     _router: Router | None = field(default=None, repr=False)
     _queue: BatchQueue | None = field(default=None, repr=False)
 

@@ -43,9 +43,11 @@ class OptimizeRequest:
     version: str  # "": the newest serving one
     variants: tuple[str, ...]  # empty: all
     backends: tuple[str, ...]  # empty: every backend serving the model
-    calibration_npz: bytes
+    calibration_npz: bytes  # empty with use_captured
     validation_npz: bytes  # empty: the calibration set is split
     thresholds: Mapping[str, float] = field(default_factory=dict)
+    # Calibrate on the sample of live requests the model keeps (config capture_rows).
+    use_captured: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,13 +156,16 @@ class ModelOptimizer:
                 + "; ".join(f"{i.backend}.{i.variant}: {i.reason}" for i in planned)
             )
         progress("prepare", 0.0, "checking the calibration and validation data")
-        data = opt.prepare(
-            model.spec,
-            _written(scratch / "calibration.npz", request.calibration_npz, "calibration"),
-            _written(scratch / "validation.npz", request.validation_npz, "validation")
-            if request.validation_npz
-            else None,
-        )
+        if request.use_captured:
+            data = opt.prepare(model.spec, _captured(model))
+        else:
+            data = opt.prepare(
+                model.spec,
+                _written(scratch / "calibration.npz", request.calibration_npz, "calibration"),
+                _written(scratch / "validation.npz", request.validation_npz, "validation")
+                if request.validation_npz
+                else None,
+            )
         return opt.build_variants(
             version_dir,
             model.spec,
@@ -230,6 +235,21 @@ class ModelOptimizer:
                 "--model-repository FOLDER"
             )
         return repository / model.name / model.version
+
+
+def _captured(model: ModelVersion) -> opt.DataSet:
+    """The live requests the model kept (split into calibration and validation)."""
+    if model.capture is None:
+        raise PreconditionFailed(
+            f"model {shown(model.name)} keeps no sample of its traffic: set capture_rows "
+            "in its config (or send calibration data)"
+        )
+    if len(model.capture) < 2:
+        raise PreconditionFailed(
+            f"model {shown(model.name)} has captured {len(model.capture)} request rows so "
+            "far; wait for more traffic (or send calibration data)"
+        )
+    return model.capture.snapshot()
 
 
 def _written(path: Path, data: bytes, what: str) -> Path:

@@ -118,6 +118,8 @@ class InferenceCore:
             validate_outputs(request.model_name, request.requested_outputs, model.spec)
         else:
             rows = validate_request(request, model.spec)
+        if model.capture is not None:  # opt-in (capture_rows): calibration from traffic
+            model.capture.offer({t.name: t.data for t in request.inputs})
         classes = class_counts(request, model.spec) if request.output_parameters else {}
         outputs = await self._values(model, request, rows, started)
         if not classes:
