@@ -45,6 +45,7 @@ from bench.per_model import models_section
 from bench.progress import log
 from bench.report import Section
 from bench.routing import routing_section
+from bench.scaleout import scaleout_section
 from bench.shm import shm_section
 from bench.tracing import tracing_section
 from bench.variants import variants_section
@@ -62,6 +63,7 @@ SECTIONS: dict[str, Callable[[BenchConfig, Path], Section]] = {
     "isolation": isolation_section,
     "peer": peer_section,
     "shm": shm_section,
+    "scaleout": scaleout_section,
 }
 
 

@@ -142,6 +142,8 @@ def test_the_repository_and_redis_are_the_ones_defined_here() -> None:
     env = {e["name"]: e["value"] for e in gateway_container()["env"]}
     found = re.fullmatch(r"redis://([^:/]+):(\d+)/\d+", env["INFERGATE_CACHE_REDIS_URL"])
     assert found is not None
+    # The registry's events go through the same Redis (docs/scale-out.md).
+    assert env["INFERGATE_REGISTRY_REDIS_URL"] == env["INFERGATE_CACHE_REDIS_URL"]
     host, port = found.groups()
     assert int(port) in [p["port"] for p in one("Service", host)["spec"]["ports"]]
 
@@ -201,6 +203,7 @@ def test_compose_gateways_are_started_with_real_flags_and_share_redis_and_models
         assert infergate_env <= ENV_NAMES
         url = gateway["environment"]["INFERGATE_CACHE_REDIS_URL"]
         assert re.fullmatch(r"redis://redis:6379/0", url)
+        assert gateway["environment"]["INFERGATE_REGISTRY_REDIS_URL"] == url
         assert any(v.endswith(":/models") for v in gateway["volumes"])
     check = gateways[0]["healthcheck"]["test"]
     compile(check[-1], "healthcheck", "exec")  # the python -c program parses

@@ -71,6 +71,7 @@ class Lease:
     # ended before it let go.
     lost: bool = False
     renewals: int = field(default=0)
+    released: bool = False  # the holder let go: no more renewals
 
 
 class RedisLock:
@@ -170,9 +171,12 @@ class RedisLock:
         try:
             yield lease
         finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            lease.released = True
+            # Cancelled again until done: a cancellation landing while redis-py tears
+            # down a connection can come out as a connection error instead.
+            while not renewing.done():
+                renewing.cancel()
+                await asyncio.wait({renewing}, timeout=1.0)
             try:
                 await self.release(lease)
             except Exception as exc:  # the lease runs out by itself
@@ -184,7 +188,7 @@ class RedisLock:
                 )
 
     async def _keep(self, lease: Lease) -> None:
-        while True:
+        while not lease.released:
             await asyncio.sleep(self.lease_s / 3)
             try:
                 if not await self.renew(lease):

@@ -97,7 +97,7 @@ from infergate.settings import Settings, SettingsError
 log = logging.getLogger(__name__)
 
 _REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-_WAIT_POLL_S = 0.05
+_WAIT_POLL_S = 0.01  # two Redis round trips a poll
 
 
 @dataclass(frozen=True)
@@ -268,10 +268,14 @@ class ReplicaRegistry:
     async def stop(self) -> None:
         """Stop following and reporting (the report expires, or aclose deletes it)."""
         self._following = False
-        tasks = [*self._tasks, *self._catching_up]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks = {*self._tasks, *self._catching_up}
+        # Cancelled again until done: a cancellation that lands while redis-py tears
+        # down a connection can come out as a connection error, which the loops take
+        # for Redis being away (they also stop once _following is False).
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            _, tasks = await asyncio.wait(tasks, timeout=1.0)
         self._tasks = []
 
     async def aclose(self) -> None:
@@ -287,7 +291,7 @@ class ReplicaRegistry:
     async def _follow(self) -> None:
         loop = asyncio.get_running_loop()
         need_sync, last_sync, connected = True, 0.0, True
-        while True:
+        while self._following:
             try:
                 resync_due = (
                     self.options.resync_s > 0 and loop.time() - last_sync >= self.options.resync_s
@@ -493,7 +497,7 @@ class ReplicaRegistry:
         return ReplicaReport(self.id, self._position, models)
 
     async def _heartbeat(self) -> None:
-        while True:
+        while self._following:
             self._report_now.clear()
             # Redis away: the report expires and this replica is not counted live
             # until it writes again (the link logs the outage).
@@ -502,7 +506,7 @@ class ReplicaRegistry:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.options.heartbeat_s):
                     await self._report_now.wait()
-            await asyncio.sleep(0.01)  # a burst of changes becomes one write
+            await asyncio.sleep(0.002)  # a burst of changes becomes one write
 
     async def reports(self) -> list[ReplicaReport]:
         """Every live replica's report, this one's fresh from memory; only this one's
