@@ -15,7 +15,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import text_format
 
+from infergate import cli
 from infergate.clients import AdminError, batching
 from infergate.clients.admin_client import AsyncAdminClient
 from infergate.gateway.core.registry_events import REPLICAS, STREAM, lock_key, replica_key
@@ -327,3 +329,34 @@ async def test_a_change_made_while_behind_ends_in_the_whole_state(
     # A serves what the repository says (the newest 2: 2 and 3), not 1 and 3.
     await eventually(lambda: ready(a.address, "two", "2"), "A catches up with version 2")
     assert sorted(a.lifecycle.registry.entry("two").versions) == ["2", "3"]
+
+
+async def test_the_cli_waits_for_the_replicas(
+    pair: list[GatewayServer], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = pair
+    config = tmp_path / "config.pbtxt"
+    config.write_text(text_format.MessageToString(digits_config("viacli")))
+    url = ("--url", a.address)
+
+    async def run(*argv: str) -> tuple[int, str, str]:
+        code = await asyncio.to_thread(cli.main, list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = await run(
+        "models", "register", "viacli", "--onnx", str(DIGITS_ONNX), "--config", str(config),
+        "--no-progress", "--wait-replicas", *url,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "on 2 replicas: replica-a READY (1), replica-b READY (1)" in out
+    assert await ready(b.address, "viacli")
+    code, out, err = await run(
+        "models", "update", "viacli", "--cache-ttl-ms", "5", "--wait-replicas", "10", *url
+    )
+    assert code == 0, err
+    assert "every live replica applied it" in out
+    assert b.lifecycle.registry.get("viacli").config.response_cache_ttl_ms == 5
+    code, out, err = await run("models", "unregister", "viacli", "--wait-replicas", "10", *url)
+    assert code == 0, err
+    assert "replica-a ABSENT, replica-b ABSENT" in out
