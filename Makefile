@@ -32,12 +32,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[server,dev,convert,optimize]'
 	touch $(STAMP)
 
-# perf_analyzer (shipped in tritonclient's wheel) links against libb64.
+# perf_analyzer (shipped in tritonclient's wheel) links against libb64; the scale-out
+# tests run a real redis-server and HAProxy.
 system-deps:
-	@if ! ldconfig -p | grep -q 'libb64.so.0d'; then \
-		echo "installing libb64-0d (for perf_analyzer)"; \
+	@missing=""; \
+	ldconfig -p | grep -q 'libb64.so.0d' || missing="$$missing libb64-0d"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libb64-0d; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
 # The Node.js client's packages, exactly as its lockfile says; its test runs in `make test`.

@@ -84,9 +84,15 @@ class RedisProcess:
 
 
 @pytest.fixture
+def haproxy_installed() -> None:
+    if shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists():
+        pytest.fail("haproxy is not installed (make test installs it: make system-deps)")
+
+
+@pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
     if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (.ci/run installs it)")
+        pytest.fail("redis-server is not installed (make test installs it: make system-deps)")
     server = RedisProcess(tmp_path)
     server.start()
     try:

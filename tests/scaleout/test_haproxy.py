@@ -34,9 +34,8 @@ HAPROXY = shutil.which("haproxy") or (
 )
 UP, DOWN = "2", "0"  # srv_op_state in `show servers state`
 
-needs_haproxy = pytest.mark.skipif(
-    HAPROXY is None, reason="haproxy is not installed (.ci/run installs it)"
-)
+# Installed by `make test` (make system-deps); missing, these tests fail, not skip.
+needs_haproxy = pytest.mark.usefixtures("haproxy_installed")
 
 
 class Haproxy:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -223,17 +221,3 @@ def test_compose_haproxy_points_at_the_replicas_with_the_shipped_config() -> Non
         t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
     }
     assert targets == {"gateway-1:8002", "gateway-2:8002", "haproxy:8404"}
-
-
-@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker")
-def test_docker_compose_accepts_it() -> None:
-    version = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
-    if version.returncode != 0:
-        pytest.skip("docker has no compose plugin")
-    done = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
