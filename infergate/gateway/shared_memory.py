@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from infergate.schema import codec, datatypes
-from infergate.schema.errors import AlreadyExists, InvalidInput, ModelNotFound, QueueFull, shown
+from infergate.schema.errors import AlreadyExists, InvalidInput, NotFound, QueueFull, shown
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,8 @@ SHM_ROOT = Path("/dev/shm")
 MAX_REGIONS = 1024
 
 
-class RegionNotFound(ModelNotFound):
-    """No region of that name is registered (NOT_FOUND, as Triton answers).
-
-    A subclass of ModelNotFound only for its status code: the schema has one
-    not-found error, named for models."""
+class RegionNotFound(NotFound):
+    """No region of that name is registered (NOT_FOUND, as Triton answers)."""
 
 
 @dataclass(eq=False)

@@ -7,7 +7,7 @@ import grpc
 from infergate.schema import errors
 
 _CODES: tuple[tuple[type[errors.GatewayError], grpc.StatusCode], ...] = (
-    (errors.ModelNotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.ModelNotReady, grpc.StatusCode.UNAVAILABLE),
     (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),

@@ -47,7 +47,11 @@ class GatewayError(Exception):
     """Base of every error the gateway reports to a caller."""
 
 
-class ModelNotFound(GatewayError):
+class NotFound(GatewayError):
+    """What the call names does not exist here."""
+
+
+class ModelNotFound(NotFound):
     """No such model, or no such version of it."""
 
 
