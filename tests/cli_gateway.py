@@ -107,3 +107,8 @@ def cli_gateway(
                 raise RuntimeError(
                     "gateway still running after SIGINT:\n" + log.read_text(errors="replace")
                 ) from None
+            if proc.returncode != 0:
+                raise RuntimeError(
+                    f"gateway exited with {proc.returncode} after SIGINT:\n"
+                    + log.read_text(errors="replace")
+                )

@@ -12,10 +12,8 @@ import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+
+from tests.cli_gateway import cli_gateway as started_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = ROOT / "models" / "repository"
@@ -44,68 +44,14 @@ class Gateway:
         return self.log.read_text(errors="replace")
 
 
-def _gateway_command() -> list[str]:
-    script = BIN / "infergate"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "infergate.cli"]
-
-
 @pytest.fixture(scope="module")
 def cli_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("thirdparty")
     repository = tmp / "repository"
     for name in MODELS:
         shutil.copytree(REPOSITORY / name, repository / name)
-    port_file = tmp / "port"
-    log = tmp / "gateway.log"
-    command = [
-        *_gateway_command(),
-        "serve",
-        "--model-repository",
-        str(repository),
-        "--port",
-        "0",
-        "--port-file",
-        str(port_file),
-        "--shutdown-grace-s",
-        str(GRACE_S),
-        "--no-gpu",
-    ]
-    with log.open("wb") as log_file:
-        # Its own process group: a Ctrl-C on pytest must not signal it twice.
-        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, process_group=0)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not port_file.exists():
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"gateway exited with {proc.returncode} before it was ready:\n"
-                    + log.read_text(errors="replace")
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"gateway not ready after {READY_TIMEOUT_S:.0f}s:\n"
-                    + log.read_text(errors="replace")
-                )
-            time.sleep(0.05)
-        port = int(port_file.read_text())
-        yield Gateway(url=f"127.0.0.1:{port}", repository=repository, log=log)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=GRACE_S + 10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                pytest.fail(
-                    f"gateway still running {GRACE_S + 10:.0f}s after SIGINT:\n"
-                    + log.read_text(errors="replace")
-                )
-    assert proc.returncode == 0, (
-        f"gateway exited with {proc.returncode} after SIGINT:\n" + log.read_text(errors="replace")
-    )
+    with started_gateway(tmp, repository, grace_s=GRACE_S) as gateway:
+        yield Gateway(url=gateway.url, repository=repository, log=gateway.log)
 
 
 # ---- tritonclient --------------------------------------------------------------
