@@ -12,7 +12,10 @@ Section (bench/report.py) that starts whatever gateways it needs
 its rows instead of raising, and stops every gateway it started; register it in
 SECTIONS to make it selectable with --sections. Sections: models
 (bench/per_model.py), batching (bench/batching.py), cache (bench/cache.py), backends
-(bench/backends.py), routing (bench/routing.py), tracing (bench/tracing.py).
+(bench/backends.py), routing (bench/routing.py), tracing (bench/tracing.py), variants
+(bench/variants.py), overload (bench/overload.py), isolation (bench/isolation.py),
+peer (bench/peer.py: the real Triton and the do-nothing floor), shm (bench/shm.py),
+scaleout (bench/scaleout.py).
 
 Imports run one way: this module -> the sections -> the helpers they share
 (tests/test_bench_layering.py checks); nothing imports this module.
