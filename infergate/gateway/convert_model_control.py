@@ -31,7 +31,7 @@ from infergate.optimize import StoredVariant, VariantOutcome
 from infergate.protocol import admin_pb2 as apb
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import model_config_pb2 as mc
-from infergate.schema.errors import InvalidInput, shown
+from infergate.schema.errors import InvalidInput, shown, shown_list
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,9 @@ def triton_load(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> Triton
     if files and config is None:
         raise InvalidInput("a load with files needs the model's config in the 'config' parameter")
     if len(versions) > 1:
-        raise InvalidInput(f"a load may carry one version's files, got versions {sorted(versions)}")
+        raise InvalidInput(
+            f"a load may carry one version's files, got versions {shown_list(sorted(versions))}"
+        )
     return TritonLoad(config, versions.pop() if versions else "", files)
 
 

@@ -20,9 +20,7 @@ def shown(text: str, limit: int = SHOWN_CHARS) -> str:
     escaped (a NUL shows as \\x00 instead of vanishing on the wire), and cut to
     `limit` characters with the full length said."""
     cut = text[:limit]
-    escaped = "".join(
-        ch if ch.isprintable() and ch not in "\\'" else _escape(ch) for ch in cut
-    )
+    escaped = "".join(ch if ch.isprintable() and ch not in "\\'" else _escape(ch) for ch in cut)
     more = f"... ({len(text)} characters)" if len(text) > limit else ""
     return f"'{escaped}'{more}"
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from infergate.gateway.core.sequence_spec import SequenceSpec
 from infergate.protocol import model_config_pb2 as mc
 from infergate.schema import datatypes
-from infergate.schema.errors import ModelLoadError
+from infergate.schema.errors import ModelLoadError, shown_list
 from infergate.schema.tensors import VARIABLE, ModelSpec, TensorSpec
 
 
@@ -146,8 +146,8 @@ def _reshaped(where: str, kind: str, tensor: mc.ModelInput | mc.ModelOutput) -> 
         VARIABLE not in dims and math.prod(dims) != math.prod(shape)
     ):
         raise ModelLoadError(
-            f"{where}: {kind} '{tensor.name}': reshape {list(shape)} does not hold the "
-            f"same elements as dims {list(dims)}"
+            f"{where}: {kind} '{tensor.name}': reshape {shown_list(shape)} does not hold the "
+            f"same elements as dims {shown_list(dims)}"
         )
     return shape
 

@@ -16,7 +16,7 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.descriptor import Descriptor
 
 from infergate.protocol import model_config_pb2 as mc
-from infergate.schema.errors import InvalidInput, shown
+from infergate.schema.errors import InvalidInput, shown, shown_list
 
 LIVE_FIELDS = (
     "max_batch_size",
@@ -51,7 +51,10 @@ def apply_update(
     # The stubs type DESCRIPTOR as a union with upb's class, which is the same thing.
     descriptor = cast(Descriptor, mc.ModelConfig.DESCRIPTOR)
     if not mask.IsValidForDescriptor(descriptor):
-        raise InvalidInput(f"model {shown(name)}: update_mask {list(paths)} names unknown fields")
+        raise InvalidInput(
+            f"model {shown(name)}: update_mask "
+            f"{shown_list(shown(p) for p in paths)} names unknown fields"
+        )
     for path in paths:
         top = path.split(".", 1)[0]
         if top not in LIVE_FIELDS:

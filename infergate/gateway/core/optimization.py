@@ -29,7 +29,13 @@ from infergate.gateway.core.loader import options_for_model
 from infergate.gateway.core.model import ModelVersion
 from infergate.gateway.core.model_control import ModelControl, ModelView
 from infergate.gateway.core.registry import ModelState
-from infergate.schema.errors import InvalidInput, ModelNotReady, PreconditionFailed, shown
+from infergate.schema.errors import (
+    InvalidInput,
+    ModelNotReady,
+    PreconditionFailed,
+    shown,
+    shown_list,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +112,8 @@ class ModelOptimizer:
         unknown = [b for b in backends if b not in self._lifecycle.backends]
         if unknown:
             raise InvalidInput(
-                f"backends {unknown} are not available here; available: "
+                f"backends {shown_list(shown(b) for b in unknown)} are not available here; "
+                f"available: "
                 f"{sorted(self._lifecycle.backends)}"
             )
         version_dir = self._version_dir(model)

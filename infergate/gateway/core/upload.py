@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from infergate.gateway.core.repository import CONFIG_FILE
-from infergate.schema.errors import ArtifactTooLarge, ChecksumMismatch, InvalidInput, shown
+from infergate.schema.errors import (
+    ArtifactTooLarge,
+    ChecksumMismatch,
+    InvalidInput,
+    shown,
+    shown_list,
+)
 
 STAGING_DIR = ".staging"
 # A version is a handful of files (model.onnx, model.tflite, model.xml + model.bin,
@@ -105,7 +111,7 @@ class StagedUpload:
         if receiving is None:
             raise InvalidInput(
                 f"a chunk for {shown(filename)}, which the header did not announce "
-                f"(announced: {sorted(self._files)})"
+                f"(announced: {shown_list(shown(f) for f in sorted(self._files))})"
             )
         size = receiving.spec.size
         if receiving.received + len(data) > size:
