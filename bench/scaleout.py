@@ -142,8 +142,10 @@ def scaleout_section(config: BenchConfig, workdir: Path) -> Section:
         log(f"scaleout failed: {exc}")
     section.remarks.append(
         "On this 2-core machine the client, HAProxy, Redis and both replicas share the same "
-        "two cores, so a second replica adds no CPU: the 2-replica figure shows the proxy "
-        "spreading calls, not more capacity. On machines with a core budget per replica, "
+        "two cores, so a second replica adds no cores; what it can add is a second event "
+        "loop: one replica's request path runs on one Python thread and leaves part of "
+        "the cores idle, which is why 2 replicas can beat 1 here at all. On machines with "
+        "a core budget per replica, "
         "throughput should grow close to linearly with replicas until the proxy or the "
         "clients saturate; the proxy's own cost is the difference between *direct* and "
         "*1 replica* at the same concurrency. A Redis hit costs about one Redis round trip "
