@@ -31,6 +31,8 @@ from bench.progress import log
 from bench.report import Column, Section, mark, num, ratio
 from infergate import optimize
 from infergate.backends.base import BackendOptions
+from infergate.clients import ClientError
+from infergate.clients.admin_client import AdminClient
 from infergate.gateway.core.config_spec import spec_from_config
 from infergate.gateway.core.repository import parse_config
 
@@ -134,7 +136,10 @@ def variants_section(config: BenchConfig, workdir: Path) -> Section:
                 _config_text(built / model, name, fixed, allowed)
             )
     try:
-        with gateway(serving, workdir / "variants-gateway.log") as gw:
+        # --insecure-admin (loopback only): DescribeModel tells where the batches went.
+        with gateway(
+            serving, workdir / "variants-gateway.log", serve_args=["--insecure-admin"]
+        ) as gw:
             results: dict[str, Any] = {}
             for name in sorted(p.name for p in serving.iterdir()):
                 try:
@@ -148,6 +153,7 @@ def variants_section(config: BenchConfig, workdir: Path) -> Section:
                     )
                 except PerfAnalyzerError as exc:
                     section.notes.append(f"{name}: {exc}")
+                section.remarks.append(_arm_shares(gw.url, name))
     except GatewayError as exc:
         section.notes.append(f"gateway failed: {exc}")
         return section
@@ -174,6 +180,25 @@ def variants_section(config: BenchConfig, workdir: Path) -> Section:
                 )
             section.rows.append(row)
     return section
+
+
+def _arm_shares(url: str, name: str) -> str:
+    """Where the batches of `name` went (warm-up included; arms under 1% left out), and
+    what each arm's batches cost: why a policy lands below the best pinned arm."""
+    try:
+        with AdminClient(url, timeout_s=30) as admin:
+            described = admin.describe(name)
+    except ClientError as exc:
+        return f"{name}: batches by arm unknown ({exc})"
+    version = next(v for v in described.versions if v.version == described.serving_version)
+    arms = sorted(version.arms, key=lambda a: a.share, reverse=True)
+    shown = "; ".join(
+        f"{a.name} {a.share:.0%} ({a.latency.mean_rows_per_batch:.1f} rows, "
+        f"{a.latency.mean_batch_ms:.1f} ms a batch)"
+        for a in arms
+        if a.share >= 0.01
+    )
+    return f"{name}, batches by arm: {shown}"
 
 
 if __name__ == "__main__":

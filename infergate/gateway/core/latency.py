@@ -102,6 +102,10 @@ class LatencyModel:
             self._per_row_s = mean_y / mean_x if mean_x > 0 else 0.0
         self._fixed_s = mean_y - self._per_row_s * mean_x
 
+    def last_sample(self) -> tuple[int, float] | None:
+        """The newest (rows, seconds) observed, if any."""
+        return self._recent[-1] if self._recent else None
+
     def least_s(self, rows: int) -> float:
         """The fastest of the last LEAST_OF calls, scaled to `rows` by the fitted slope.
 

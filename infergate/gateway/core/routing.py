@@ -34,6 +34,18 @@ log = logging.getLogger(__name__)
 DEFAULT_EXPLORE_FRACTION = 0.05
 # An arm not run for this long is due a probe (within the exploration budget).
 REPROBE_AFTER_S = 2.0
+# A probe that finds its arm still this much slower than the best doubles the wait
+# before its next probe, up to MAX_REPROBE_AFTER_S; one that finds it close resets
+# the wait. Measured: with 7 arms of mlp_large (int8 ones ~4 ms a batch, fp32 ones
+# ~35), a probe every 2 s of each slow arm cost the policy 12-18% against the best
+# arm pinned; a slow arm that turns fast is still noticed within a minute.
+BACKOFF_SLOWER_BY = 1.5
+MAX_REPROBE_AFTER_S = 64.0
+# An arm takes over from the one in use on the same device only when predicted this
+# much faster. Switching has a cost the latency model does not see: each arm has its
+# own weights, and two that take turns keep evicting each other from the CPU's
+# caches (mlp_large's int8 arms are ~25 MB each against a 32 MB L3).
+SWITCH_MARGIN = 0.10
 # Waiting for a batch pays unless the fixed cost per call is below this share of
 # one row's cost (see Router.waiting_pays).
 WAIT_PAYS_FIXED_SHARE = 0.1
@@ -96,8 +108,10 @@ class LatencyPolicy(RoutingPolicy):
     """Least expected completion time: its device's backlog plus its predicted latency.
 
     Explores so that it notices change: an arm never measured goes first; an arm
-    not run for REPROBE_AFTER_S is probed, but only while the batches spent
-    exploring stay within `explore_fraction` of all batches.
+    not run for its reprobe interval (REPROBE_AFTER_S, doubled after each probe that
+    finds it still slow) is probed, but only while exploring stays within
+    `explore_fraction` of all batches, counted both in batches and in predicted
+    seconds: a probe of an arm 9x slower than the best costs 8 batches' worth of time.
     """
 
     name = "latency"
@@ -111,25 +125,79 @@ class LatencyPolicy(RoutingPolicy):
         self.reprobe_after_s = reprobe_after_s
         self.batches = 0
         self.explored = 0
+        # Predicted seconds of every batch on the best arm, and what probes added to them.
+        self.spent_s = 0.0
+        self.explored_s = 0.0
+        # Each probed arm's current reprobe interval, and the probe not yet judged.
+        self._reprobe_after_s: dict[Arm, float] = {}
+        self._judged: dict[Arm, int] = {}
+        self._incumbent: Arm | None = None  # the arm the last batch went to, probes aside
 
     def order(self, arms: Sequence[Arm], rows: int, now: float) -> list[Arm]:
         self.batches += 1
-        ranked = by_expected_completion(arms, rows, now)
-        probe = self._probe(ranked, now)
+        ranked = self._keep_incumbent(by_expected_completion(arms, rows, now), rows)
+        if ranked[0].latency.samples:  # an unmeasured arm leads only by predicting 0 s
+            self._incumbent = ranked[0]
+        best_s = ranked[0].latency.predict_s(rows)
+        self.spent_s += best_s
+        self._judge_probes(ranked[0])
+        probe = self._probe(ranked, rows, best_s, now)
         if probe is not None:
             self.explored += 1
             ranked.remove(probe)
             ranked.insert(0, probe)
         return ranked
 
-    def _probe(self, ranked: list[Arm], now: float) -> Arm | None:
+    def _keep_incumbent(self, ranked: list[Arm], rows: int) -> list[Arm]:
+        """The arm in use stays first while the leader on its device is not SWITCH_MARGIN
+        faster (on another device the backlogs differ and the ranking stands)."""
+        incumbent, leader = self._incumbent, ranked[0]
+        if incumbent is None or incumbent is leader or incumbent.load is not leader.load:
+            return ranked
+        if incumbent not in ranked or incumbent.latency.samples == 0:
+            return ranked
+        if incumbent.latency.predict_s(rows) > (1 + SWITCH_MARGIN) * leader.latency.predict_s(rows):
+            return ranked
+        ranked.remove(incumbent)
+        ranked.insert(0, incumbent)
+        return ranked
+
+    def _probe(self, ranked: list[Arm], rows: int, best_s: float, now: float) -> Arm | None:
         unmeasured = [a for a in ranked if a.latency.samples == 0]
         if unmeasured:
             return unmeasured[0]
-        if len(ranked) < 2 or self.explored + 1 > self.explore_fraction * self.batches:
+        budget = self.explore_fraction
+        if len(ranked) < 2 or self.explored + 1 > budget * self.batches:
             return None
-        stale = [a for a in ranked[1:] if now - a.last_used >= self.reprobe_after_s]
-        return min(stale, key=lambda a: a.last_used) if stale else None
+        stale = [
+            a
+            for a in ranked[1:]
+            if now - a.last_used >= self._reprobe_after_s.get(a, self.reprobe_after_s)
+        ]
+        if not stale:
+            return None
+        probe = min(stale, key=lambda a: a.last_used)
+        extra_s = max(0.0, probe.latency.predict_s(rows) - best_s)
+        if self.explored_s + extra_s > budget * self.spent_s:
+            return None
+        self.explored_s += extra_s
+        self._judged[probe] = probe.batches
+        return probe
+
+    def _judge_probes(self, best: Arm) -> None:
+        """Back off from probed arms whose probe found them still slow (see BACKOFF_SLOWER_BY)."""
+        for arm, batches_before in list(self._judged.items()):
+            if arm.batches == batches_before and arm.failures == 0:
+                continue  # its probe has not run yet
+            del self._judged[arm]
+            last = arm.latency.last_sample()
+            interval_s = self._reprobe_after_s.get(arm, self.reprobe_after_s)
+            if arm is not best and last is not None:
+                rows, seconds = last
+                if seconds >= BACKOFF_SLOWER_BY * best.latency.predict_s(rows):
+                    self._reprobe_after_s[arm] = min(MAX_REPROBE_AFTER_S, 2 * interval_s)
+                    continue
+            self._reprobe_after_s.pop(arm, None)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections import Counter
@@ -18,6 +19,7 @@ from infergate.gateway.core.arms import COOL_DOWN_S, Arm, Circuit
 from infergate.gateway.core.latency import LEAST_OF
 from infergate.gateway.core.routing import (
     INLINE_AFTER_SAMPLES,
+    MAX_REPROBE_AFTER_S,
     CostPolicy,
     FixedPolicy,
     LatencyPolicy,
@@ -152,6 +154,60 @@ def test_exploration_stays_within_its_budget_and_no_arm_starves() -> None:
     for a in arms:
         assert clock.now - a.last_used < 10 * policy.reprobe_after_s, a.backend
     assert arms[1].batches > 3 and arms[2].batches > 3
+
+
+def probe_times(policy: Any, arms: list[Arm], clock: Clock, seconds: float) -> list[float]:
+    """Sequential batches for `seconds` of fake time; when arms[1] ran each of its batches."""
+    times = []
+    end = clock.now + seconds
+    while clock.now < end:
+        if simulate(policy, arms, clock, batches=1)[arms[1].backend]:
+            times.append(clock.now)
+    return times
+
+
+def test_an_arm_found_slow_again_and_again_is_probed_ever_less_often() -> None:
+    clock = Clock()
+    arms = [arm(clock, "best", 0.004), arm(clock, "slow", 0.036)]  # int8 vs fp32 mlp_large
+    policy = LatencyPolicy(explore_fraction=0.05)
+    times = probe_times(policy, arms, clock, seconds=300.0)
+    gaps = [round(b - a) for a, b in itertools.pairwise(times[1:])]
+    # A probe every 2 s would be 150 of them; each that finds it slow doubles the wait.
+    assert gaps[:5] == [4, 8, 16, 32, 64], gaps
+    assert all(g <= MAX_REPROBE_AFTER_S + 1 for g in gaps), gaps
+    assert len(times) < 12, len(times)
+
+
+def test_exploring_costs_at_most_its_fraction_of_time_not_just_of_batches() -> None:
+    clock = Clock()
+    arms = [arm(clock, "best", 0.001)] + [arm(clock, f"slow{i}", 0.030) for i in range(6)]
+    policy = LatencyPolicy(explore_fraction=0.05)
+    simulate(policy, arms, clock, batches=20000, gap_s=0.0)
+    slow_s = sum(a.busy_s for a in arms[1:]) - 6 * 0.030  # less each arm's first batch
+    # Counted in batches alone, 5% of them on arms 30x slower would be 60% of the time.
+    assert slow_s <= 0.05 * arms[0].busy_s * 1.1, (slow_s, arms[0].busy_s)
+    assert policy.explored_s <= 0.05 * policy.spent_s
+
+
+def test_a_probe_that_finds_the_arm_close_keeps_probing_it_often() -> None:
+    clock = Clock()
+    arms = [arm(clock, "best", 0.004), arm(clock, "close", 0.005)]
+    policy = LatencyPolicy(explore_fraction=0.05)
+    times = probe_times(policy, arms, clock, seconds=60.0)
+    assert len(times) >= 25, times  # every ~2 s: within 1.5x of the best, no back-off
+
+
+def test_an_arm_on_the_same_device_takes_over_only_when_clearly_faster() -> None:
+    clock = Clock()
+    a, b = arm(clock, "a", 0.0040), arm(clock, "b", 0.0042)
+    b.load = a.load  # one CPU, as the model wires arms on one device
+    policy = LatencyPolicy(explore_fraction=0.0)
+    simulate(policy, [a, b], clock, batches=20)
+    assert isinstance(a.runtime, TimedRuntime)
+    a.runtime.fixed_s = 0.0044  # b is now 5% faster: not worth evicting a's weights
+    assert simulate(policy, [a, b], clock, batches=50)["b"] == 0
+    a.runtime.fixed_s = 0.0050  # b 16% faster: it takes over
+    assert simulate(policy, [a, b], clock, batches=50)["b"] >= 40
 
 
 def test_new_arms_are_measured_first() -> None:
