@@ -348,12 +348,13 @@ def _error_row(model: str, concurrency: int, error: str) -> dict[str, Any]:
 # ---- the sweep that chose QUEUE_DELAY_US and SERVE_ARGS --------------------------------
 
 SWEEP_DELAYS_US = (QUEUE_DELAY_US, 500, 5000)
+# The defaults first, then the defaults before issue 21 and each half of them.
 SWEEP_FLAGS: tuple[tuple[str, ...], ...] = (
     SERVE_ARGS,
-    (),
-    ("--max-inflight-batches", "1"),
-    ("--intra-op-threads", "1"),
-    ("--max-inflight-batches", "1", "--intra-op-threads", "2"),
+    ("--max-inflight-batches", "2", "--intra-op-threads", "-1"),
+    ("--max-inflight-batches", "2"),
+    ("--intra-op-threads", "-1"),
+    ("--intra-op-threads", "2"),
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 MAX_BATCH_SIZE = 32
 
 # Chosen by measurement: the sweep compares flag variants at QUEUE_DELAY_US, then the
-# delays under SERVE_ARGS.
+# delays under SERVE_ARGS (the defaults).
 QUEUE_DELAY_US = 2000
 DELAY_WHY = (
     f"Queue delay {QUEUE_DELAY_US} us: under load a batch forms while the one execution "
@@ -24,18 +24,23 @@ DELAY_WHY = (
     "call on one thread, so a lone request loses little, while 5000 us would add up to "
     "5 ms at low load for no gain."
 )
-SERVE_ARGS: tuple[str, ...] = ("--max-inflight-batches", "1", "--intra-op-threads", "1")
+# The gateway's own defaults: since issue 21 they are what this sweep found best on
+# 2 cores (one batch in flight per device, runtime threads = usable cores - 1), so the
+# batching figures are those of a gateway nobody tuned.
+SERVE_ARGS: tuple[str, ...] = ()
 FLAGS_WHY = (
-    f"Serve flags `{' '.join(SERVE_ARGS)}` (both twins of each model get them). With the "
-    "gateway's defaults (2 batches in flight per model, onnxruntime's default thread "
-    "count) batches stayed at about 4-5 rows at concurrency 32: a slot frees as soon as "
-    "one of the two batches ends and takes whatever few requests are queued, and two "
-    "runtime calls with 2 threads each oversubscribe 2 cores that the gRPC event loop "
-    "and perf_analyzer also need; mlp_large on/off was 2.5-2.8x and cnn lost throughput "
-    "with batching on (0.8-0.9x). One batch in flight doubles the batch size (about 15 "
-    "rows at concurrency 32) and one intra-op thread leaves a core to the request path: "
-    "mlp_large on/off 4.0-4.7x and cnn 1.2-1.7x in the smoke runs. "
-    "`--max-inflight-batches 1` alone: batches of 11-15 rows, but cnn barely gained "
-    "(1.06x at concurrency 32); `--intra-op-threads 1` alone: batches of 5-7 rows, "
-    "mlp_large on/off about 3x."
+    "Default serve flags: one batch of a model in flight per device "
+    "(`--max-inflight-batches 1`) and runtime calls on one core less than the process "
+    "may use (`--intra-op-threads 0`, automatic: 1 thread on 2 cores), both chosen by "
+    "this sweep (`python -m bench.batching --sweep`). The defaults before (2 batches in "
+    "flight, onnxruntime's thread per core) kept batches at about 4-5 rows at "
+    "concurrency 32: a slot frees as soon as one of the two batches ends and takes "
+    "whatever few requests are queued, and two runtime calls with 2 threads each "
+    "oversubscribe 2 cores that the gRPC event loop and perf_analyzer also need; "
+    "mlp_large on/off was 2.5-2.8x and cnn lost throughput with batching on (0.8-0.9x). "
+    "One batch in flight doubles the batch size (about 15 rows at concurrency 32) and "
+    "one intra-op thread leaves a core to the request path: mlp_large on/off 4.0-4.7x "
+    "and cnn 1.2-1.7x in the smoke runs. Two in flight alone: batches of 5-7 rows, "
+    "mlp_large on/off about 3x; runtime threads per core alone: batches of 11-15 rows, "
+    "but cnn barely gained (1.06x at concurrency 32)."
 )

@@ -130,7 +130,7 @@ class LatencyPolicy(RoutingPolicy):
         self.explored_s = 0.0
         # Each probed arm's current reprobe interval, and the probe not yet judged.
         self._reprobe_after_s: dict[Arm, float] = {}
-        self._judged: dict[Arm, int] = {}
+        self._awaiting_verdict: dict[Arm, tuple[int, int]] = {}  # (batches, failures) at the probe
         self._incumbent: Arm | None = None  # the arm the last batch went to, probes aside
 
     def order(self, arms: Sequence[Arm], rows: int, now: float) -> list[Arm]:
@@ -181,15 +181,15 @@ class LatencyPolicy(RoutingPolicy):
         if self.explored_s + extra_s > budget * self.spent_s:
             return None
         self.explored_s += extra_s
-        self._judged[probe] = probe.batches
+        self._awaiting_verdict[probe] = (probe.batches, probe.failures)
         return probe
 
     def _judge_probes(self, best: Arm) -> None:
         """Back off from probed arms whose probe found them still slow (see BACKOFF_SLOWER_BY)."""
-        for arm, batches_before in list(self._judged.items()):
-            if arm.batches == batches_before and arm.failures == 0:
+        for arm, before in list(self._awaiting_verdict.items()):
+            if (arm.batches, arm.failures) == before:
                 continue  # its probe has not run yet
-            del self._judged[arm]
+            del self._awaiting_verdict[arm]
             last = arm.latency.last_sample()
             interval_s = self._reprobe_after_s.get(arm, self.reprobe_after_s)
             if arm is not best and last is not None:
