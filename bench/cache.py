@@ -18,9 +18,7 @@ Target (issue 4; docs/benchmark-results.md): hit p50 well under a millisecond.
 
 from __future__ import annotations
 
-import gc
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from bench.gateway_process import GatewayError, gateway
 from bench.model_counts import read_counts
 from bench.progress import log
 from bench.report import Column, Section, first_line, mark, num, ratio, times
+from bench.rotating_calls import timed_rounds
 from bench.twin_repository import RepositoryError, Twin, make_repository
 from infergate.clients import Client, build_request
 from infergate.protocol import inference_pb2 as pb
@@ -131,7 +130,7 @@ def _rows(url: str, client: str, n: int, seed: int) -> list[dict[str, Any]]:
                 for call in calls:
                     call(i)
             before = {m: read_counts(url, m) for m in (HIT_MODEL, MISS_MODEL)}
-            latencies_ns = _timed(calls, WARM_UP, n)
+            latencies_ns = timed_rounds(calls, WARM_UP, n)
             after = {m: read_counts(url, m) for m in (HIT_MODEL, MISS_MODEL)}
     except (grpc.RpcError, RuntimeError) as exc:
         log(f"  {client}: failed: {exc}")
@@ -159,26 +158,6 @@ def _rows(url: str, client: str, n: int, seed: int) -> list[dict[str, Any]]:
             + ("" if hits is None else f", server hit ratio {hits:.4f}")
         )
     return list(rows.values())
-
-
-def _timed(calls: Sequence[Callable[[int], object]], first: int, n: int) -> list[list[int]]:
-    """n rounds of one call each, in a rotating order; latencies per call kind.
-
-    The collector is paused so that it does not land inside a call.
-    """
-    latencies: list[list[int]] = [[] for _ in calls]
-    order = list(range(len(calls)))
-    gc.collect()
-    gc.disable()
-    try:
-        for i in range(first, first + n):
-            for k in order[i % len(order) :] + order[: i % len(order)]:
-                started = time.perf_counter_ns()
-                calls[k](i)
-                latencies[k].append(time.perf_counter_ns() - started)
-    finally:
-        gc.enable()
-    return latencies
 
 
 @contextmanager

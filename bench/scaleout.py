@@ -22,7 +22,6 @@ A redis-server on a free loopback port; gateways started through the CLI with
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import shutil
 import signal
@@ -30,7 +29,7 @@ import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ from bench.model_counts import read_counts
 from bench.perf_analyzer import PerfAnalyzerError, measure_logged
 from bench.progress import log
 from bench.report import Column, Section, first_line, num
+from bench.rotating_calls import timed_rounds
 from bench.twin_repository import RepositoryError, Twin, make_repository
 from infergate.clients import build_request
 from infergate.clients.admin_client import AdminClient
@@ -191,7 +191,7 @@ def _latency_rows(a: Gateway, b: Gateway, n: int) -> list[dict[str, Any]]:
             for i in range(WARM_UP):
                 for call in calls:
                     call(i)
-            latencies = _timed(calls, WARM_UP, n)
+            latencies = timed_rounds(calls, WARM_UP, n)
         counts = read_counts(a.url, CACHED) - before
     except (grpc.RpcError, RuntimeError) as exc:
         log(f"  latency failed: {exc}")
@@ -211,22 +211,6 @@ def _latency_rows(a: Gateway, b: Gateway, n: int) -> list[dict[str, Any]]:
     rows[1]["note"] = f"A computed {counts.inference_count - n - WARM_UP - 1} of them"
     rows[2]["note"] = f"A's hit ratio over the run {counts.hit_ratio or 0:.3f}"
     return rows
-
-
-def _timed(calls: Sequence[Any], first: int, n: int) -> list[list[int]]:
-    latencies: list[list[int]] = [[] for _ in calls]
-    order = list(range(len(calls)))
-    gc.collect()
-    gc.disable()
-    try:
-        for i in range(first, first + n):
-            for k in order[i % len(order) :] + order[: i % len(order)]:
-                started = time.perf_counter_ns()
-                calls[k](i)
-                latencies[k].append(time.perf_counter_ns() - started)
-    finally:
-        gc.enable()
-    return latencies
 
 
 # ---- throughput ------------------------------------------------------------------------
