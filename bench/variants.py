@@ -7,7 +7,8 @@ the model, gates them on random inputs against fp32, and serves:
 - `<model>_all`: every admitted arm, latency policy (the gateway's default);
 - `<model>_fp32`: the fp32 onnxruntime arm alone;
 - `<model>__<arm>`: each admitted arm pinned (routing fixed), one twin each.
-perf_analyzer drives each at the bench's concurrency, in turn, one gateway. Target:
+perf_analyzer drives each at the bench's concurrency, in turn, one gateway, twice
+(the second pass in reverse order; a row gives the passes' mean). Target:
 the latency policy reaches >= 0.95x the best pinned arm, and never loses to fp32.
 
 mlp_large's random weights give 1000 logits with thin margins, so its int8 variants
@@ -19,6 +20,7 @@ agree with fp32 on the top class for 94-97% of random rows: the bench gates it w
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from google.protobuf import text_format
 
 from bench.config import BenchConfig
 from bench.gateway_process import GatewayError, gateway
-from bench.perf_analyzer import PerfAnalyzerError, measure_logged
+from bench.perf_analyzer import PerfAnalyzerError, PerfResult, measure_logged
 from bench.progress import log
 from bench.report import Column, Section, mark, num, ratio
 from infergate import optimize
@@ -92,12 +94,14 @@ def variants_section(config: BenchConfig, workdir: Path) -> Section:
         description=(
             "Every variant this machine makes, built and gated (random inputs against fp32), "
             "served by one gateway (default flags) under three configs per model; "
-            f"perf_analyzer, batch-1 requests at concurrency {CONCURRENCY}, in turn."
+            f"perf_analyzer, batch-1 requests at concurrency {CONCURRENCY}, in turn, in two "
+            "passes (the second in reverse order); throughput and p99 are the passes' means."
         ),
         columns=[
             Column("model", "model"),
             Column("served", "served"),
             Column("throughput (infer/s)", "throughput", num(1)),
+            Column("each pass (infer/s)", "passes"),
             Column("p99 (us)", "p99_us", num(0)),
             Column("vs best pinned", "vs_best", lambda v: f"{v:.2f}x"),
             Column("vs fp32", "vs_fp32", lambda v: f"{v:.2f}x"),
@@ -140,23 +144,30 @@ def variants_section(config: BenchConfig, workdir: Path) -> Section:
         with gateway(
             serving, workdir / "variants-gateway.log", serve_args=["--insecure-admin"]
         ) as gw:
-            results: dict[str, Any] = {}
-            for name in sorted(p.name for p in serving.iterdir()):
-                try:
-                    results[name] = measure_logged(
-                        name,
-                        gw.url,
-                        name,
-                        workdir / f"variants-{name}.csv",
-                        concurrency=CONCURRENCY,
-                        **config.perf_settings(),
-                    )
-                except PerfAnalyzerError as exc:
-                    section.notes.append(f"{name}: {exc}")
-                section.remarks.append(_arm_shares(gw.url, name))
+            # Two passes, the second in reverse order, so that no config always runs
+            # first (after the gateway starts, or after another model's configs).
+            names = sorted(p.name for p in serving.iterdir())
+            passes: dict[str, list[PerfResult]] = {name: [] for name in names}
+            for pass_number, order in enumerate((names, names[::-1]), start=1):
+                for name in order:
+                    try:
+                        passes[name].append(
+                            measure_logged(
+                                f"{name} (pass {pass_number})",
+                                gw.url,
+                                name,
+                                workdir / f"variants-{name}-{pass_number}.csv",
+                                concurrency=CONCURRENCY,
+                                **config.perf_settings(),
+                            )
+                        )
+                    except PerfAnalyzerError as exc:
+                        section.notes.append(f"{name}, pass {pass_number}: {exc}")
+            section.remarks.extend(_arm_shares(gw.url, name) for name in names)
     except GatewayError as exc:
         section.notes.append(f"gateway failed: {exc}")
         return section
+    results = {name: _Both.of(runs) for name, runs in passes.items() if runs}
     for model in MODELS:
         pinned = {n: r for n, r in results.items() if n.startswith(f"{model}__") and r is not None}
         everything, fp32 = results.get(f"{model}_all"), results.get(f"{model}_fp32")
@@ -170,6 +181,7 @@ def variants_section(config: BenchConfig, workdir: Path) -> Section:
                 "model": model,
                 "served": label,
                 "throughput": result.throughput,
+                "passes": " / ".join(f"{t:,.0f}" for t in result.passes),
                 "p99_us": result.p99_us,
                 "vs_best": ratio(result.throughput, best.throughput if best else None),
                 "vs_fp32": ratio(result.throughput, fp32.throughput if fp32 else None),
@@ -180,6 +192,23 @@ def variants_section(config: BenchConfig, workdir: Path) -> Section:
                 )
             section.rows.append(row)
     return section
+
+
+@dataclass(frozen=True)
+class _Both:
+    """A config's passes together: mean throughput and p99, and each pass's throughput."""
+
+    throughput: float
+    p99_us: float
+    passes: tuple[float, ...]
+
+    @classmethod
+    def of(cls, runs: list[PerfResult]) -> _Both:
+        return cls(
+            throughput=sum(r.throughput for r in runs) / len(runs),
+            p99_us=sum(r.p99_us for r in runs) / len(runs),
+            passes=tuple(r.throughput for r in runs),
+        )
 
 
 def _arm_shares(url: str, name: str) -> str:
@@ -198,7 +227,14 @@ def _arm_shares(url: str, name: str) -> str:
         for a in arms
         if a.share >= 0.01
     )
-    return f"{name}, batches by arm: {shown}"
+    policy = version.routing.settings
+    switches = (
+        f"; the policy changed arms {policy['switches']} times in {policy['batches']} batches "
+        f"and probed {policy['explored']} times"
+        if "switches" in policy
+        else ""
+    )
+    return f"{name}, batches by arm: {shown}{switches}"
 
 
 if __name__ == "__main__":

@@ -106,8 +106,8 @@ class LatencyModel:
         """The newest (rows, seconds) observed, if any."""
         return self._recent[-1] if self._recent else None
 
-    def least_s(self, rows: int) -> float:
-        """The fastest of the last LEAST_OF calls, scaled to `rows` by the fitted slope.
+    def least_s(self, rows: int, of: int = LEAST_OF) -> float:
+        """The fastest of the last `of` calls, scaled to `rows` by the fitted slope.
 
         What a call costs when nothing else is in the way. A measured call can only
         come out too slow: by a wait for the GIL (a thread that had it when the call
@@ -117,7 +117,7 @@ class LatencyModel:
         if not self._recent:
             return 0.0
         per_row = self._per_row_s
-        last = itertools.islice(reversed(self._recent), LEAST_OF)
+        last = itertools.islice(reversed(self._recent), of)
         return max(0.0, min(s - per_row * r for r, s in last) + per_row * rows)
 
     def percentile_ms(self, q: float) -> float:

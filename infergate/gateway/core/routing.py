@@ -41,11 +41,18 @@ REPROBE_AFTER_S = 2.0
 # arm pinned; a slow arm that turns fast is still noticed within a minute.
 BACKOFF_SLOWER_BY = 1.5
 MAX_REPROBE_AFTER_S = 64.0
-# An arm takes over from the one in use on the same device only when predicted this
-# much faster. Switching has a cost the latency model does not see: each arm has its
-# own weights, and two that take turns keep evicting each other from the CPU's
-# caches (mlp_large's int8 arms are ~25 MB each against a 32 MB L3).
+# An arm takes over from the one in use on the same device only when it is this much
+# faster both by prediction and by its fastest recent call (LatencyModel.least_s).
+# Switching has a cost the latency model does not see: each arm has its own weights,
+# and two that take turns keep evicting each other from the CPU's caches (mlp_large's
+# int8 arms are ~25 MB each against a 32 MB L3). And the arm in use takes every stall
+# of a busy machine (a GIL wait, a preemption) into its prediction while an idle arm
+# keeps its clean one: by prediction alone, noise made the arms take turns.
 SWITCH_MARGIN = 0.10
+# This much faster than the arm in use's last SWITCH_AT_ONCE_CALLS calls (each of
+# them), an arm takes over at once: a real change, not one stall.
+SWITCH_AT_ONCE = 1.5
+SWITCH_AT_ONCE_CALLS = 2
 # Waiting for a batch pays unless the fixed cost per call is below this share of
 # one row's cost (see Router.waiting_pays).
 WAIT_PAYS_FIXED_SHARE = 0.1
@@ -132,6 +139,7 @@ class LatencyPolicy(RoutingPolicy):
         self._reprobe_after_s: dict[Arm, float] = {}
         self._awaiting_verdict: dict[Arm, tuple[int, int]] = {}  # (batches, failures) at the probe
         self._incumbent: Arm | None = None  # the arm the last batch went to, probes aside
+        self.switches = 0  # times another arm took over from the incumbent
 
     def order(self, arms: Sequence[Arm], rows: int, now: float) -> list[Arm]:
         self.batches += 1
@@ -149,14 +157,20 @@ class LatencyPolicy(RoutingPolicy):
         return ranked
 
     def _keep_incumbent(self, ranked: list[Arm], rows: int) -> list[Arm]:
-        """The arm in use stays first while the leader on its device is not SWITCH_MARGIN
-        faster (on another device the backlogs differ and the ranking stands)."""
+        """The arm in use stays first unless the leader on its device is clearly faster
+        (see SWITCH_MARGIN; on another device the backlogs differ and the ranking stands)."""
         incumbent, leader = self._incumbent, ranked[0]
         if incumbent is None or incumbent is leader or incumbent.load is not leader.load:
             return ranked
         if incumbent not in ranked or incumbent.latency.samples == 0:
             return ranked
-        if incumbent.latency.predict_s(rows) > (1 + SWITCH_MARGIN) * leader.latency.predict_s(rows):
+        ours, theirs = incumbent.latency, leader.latency
+        theirs_s = max(theirs.predict_s(rows), 1e-9)
+        recent_ratio = ours.least_s(rows, of=SWITCH_AT_ONCE_CALLS) / theirs_s
+        predicted_ratio = ours.predict_s(rows) / theirs_s
+        least_ratio = ours.least_s(rows) / max(theirs.least_s(rows), 1e-9)
+        if recent_ratio > SWITCH_AT_ONCE or min(predicted_ratio, least_ratio) > (1 + SWITCH_MARGIN):
+            self.switches += 1
             return ranked
         ranked.remove(incumbent)
         ranked.insert(0, incumbent)
@@ -205,6 +219,7 @@ class LatencyPolicy(RoutingPolicy):
             "explore_fraction": self.explore_fraction,
             "batches": self.batches,
             "explored": self.explored,
+            "switches": self.switches,
         }
 
 

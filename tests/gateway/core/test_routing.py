@@ -210,6 +210,27 @@ def test_an_arm_on_the_same_device_takes_over_only_when_clearly_faster() -> None
     assert simulate(policy, [a, b], clock, batches=50)["b"] >= 40
 
 
+def test_one_stall_of_the_arm_in_use_does_not_hand_its_batches_to_a_close_arm() -> None:
+    clock = Clock()
+    a, b = arm(clock, "a", 0.0040), arm(clock, "b", 0.0043)
+    b.load = a.load
+    for arm_, seconds in ((a, 0.0040), (b, 0.0043)):  # the load-time profile
+        for _ in range(8):
+            arm_.record_success(8, seconds, clock.now)
+    policy = LatencyPolicy(explore_fraction=0.0)
+    assert policy.order([a, b], 8, clock.now)[0] is a
+    # A busy machine stalls a's next call 3x: its prediction jumps ~40% over b's, but
+    # its fastest recent calls say it is still the faster arm.
+    a.record_success(8, 0.012, clock.now)
+    assert a.latency.predict_s(8) > 1.3 * b.latency.predict_s(8)
+    assert policy.order([a, b], 8, clock.now)[0] is a
+    assert policy.switches == 0
+    # Slowed for real (its next call too), it hands over.
+    a.record_success(8, 0.012, clock.now)
+    assert policy.order([a, b], 8, clock.now)[0] is b
+    assert policy.switches == 1
+
+
 def test_new_arms_are_measured_first() -> None:
     clock = Clock()
     arms = [arm(clock, "a", 0.001), arm(clock, "b", 0.002)]
