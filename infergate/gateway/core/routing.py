@@ -36,9 +36,10 @@ DEFAULT_EXPLORE_FRACTION = 0.05
 REPROBE_AFTER_S = 2.0
 # A probe that finds its arm still this much slower than the best doubles the wait
 # before its next probe, up to MAX_REPROBE_AFTER_S; one that finds it close resets
-# the wait. Measured: with 7 arms of mlp_large (int8 ones ~4 ms a batch, fp32 ones
-# ~35), a probe every 2 s of each slow arm cost the policy 12-18% against the best
-# arm pinned; a slow arm that turns fast is still noticed within a minute.
+# the wait. Measured with 7 arms of mlp_large: a probe of an fp32 arm took 23-35 ms
+# (its 100 MB of weights cold) against ~4 ms a batch for the int8 arm in use, and
+# each of five such arms was probed every 2 s. A slow arm that turns fast is still
+# noticed within a minute.
 BACKOFF_SLOWER_BY = 1.5
 MAX_REPROBE_AFTER_S = 64.0
 # An arm takes over from the one in use on the same device only when it is this much
