@@ -167,7 +167,7 @@ def variants_section(config: BenchConfig, workdir: Path) -> Section:
     except GatewayError as exc:
         section.notes.append(f"gateway failed: {exc}")
         return section
-    results = {name: _Both.of(runs) for name, runs in passes.items() if runs}
+    results = {name: _Passes.of(runs) for name, runs in passes.items() if runs}
     for model in MODELS:
         pinned = {n: r for n, r in results.items() if n.startswith(f"{model}__") and r is not None}
         everything, fp32 = results.get(f"{model}_all"), results.get(f"{model}_fp32")
@@ -195,15 +195,15 @@ def variants_section(config: BenchConfig, workdir: Path) -> Section:
 
 
 @dataclass(frozen=True)
-class _Both:
-    """A config's passes together: mean throughput and p99, and each pass's throughput."""
+class _Passes:
+    """A config's passes taken together: mean throughput and p99, each pass's throughput."""
 
     throughput: float
     p99_us: float
     passes: tuple[float, ...]
 
     @classmethod
-    def of(cls, runs: list[PerfResult]) -> _Both:
+    def of(cls, runs: list[PerfResult]) -> _Passes:
         return cls(
             throughput=sum(r.throughput for r in runs) / len(runs),
             p99_us=sum(r.p99_us for r in runs) / len(runs),

@@ -7,7 +7,8 @@ the caller: they name the model or tensor and say what was expected.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 # How much of a caller's own string a message repeats: enough to recognise it, never
 # so much that a 1 MB model name makes the status itself too large to send.
@@ -25,13 +26,16 @@ def shown(text: str, limit: int = SHOWN_CHARS) -> str:
     return f"'{escaped}'{more}"
 
 
-def shown_list(items: Iterable[object], limit: int = SHOWN_ITEMS) -> str:
-    """A list (a shape, names) as a message shows it: at most `limit` items."""
+def shown_list(
+    items: Iterable[Any], limit: int = SHOWN_ITEMS, each: Callable[[Any], object] | None = None
+) -> str:
+    """A list (a shape, names) as a message shows it: at most `limit` items, each
+    passed through `each` (e.g. shown, for a caller's strings) only if it is shown."""
     values = list(items)
+    head = values[:limit] if each is None else [each(v) for v in values[:limit]]
     if len(values) <= limit:
-        return str(values)
-    head = ", ".join(str(v) for v in values[:limit])
-    return f"[{head}, ...] ({len(values)} items)"
+        return str(head)
+    return f"[{', '.join(str(v) for v in head)}, ...] ({len(values)} items)"
 
 
 def _escape(ch: str) -> str:

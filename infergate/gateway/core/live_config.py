@@ -52,8 +52,7 @@ def apply_update(
     descriptor = cast(Descriptor, mc.ModelConfig.DESCRIPTOR)
     if not mask.IsValidForDescriptor(descriptor):
         raise InvalidInput(
-            f"model {shown(name)}: update_mask "
-            f"{shown_list(shown(p) for p in paths)} names unknown fields"
+            f"model {shown(name)}: update_mask {shown_list(paths, each=shown)} names unknown fields"
         )
     for path in paths:
         top = path.split(".", 1)[0]

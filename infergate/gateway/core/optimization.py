@@ -112,9 +112,8 @@ class ModelOptimizer:
         unknown = [b for b in backends if b not in self._lifecycle.backends]
         if unknown:
             raise InvalidInput(
-                f"backends {shown_list(shown(b) for b in unknown)} are not available here; "
-                f"available: "
-                f"{sorted(self._lifecycle.backends)}"
+                f"backends {shown_list(unknown, each=shown)} are not available here; "
+                f"available: {sorted(self._lifecycle.backends)}"
             )
         version_dir = self._version_dir(model)
         self._running.add(name)

@@ -111,7 +111,7 @@ class StagedUpload:
         if receiving is None:
             raise InvalidInput(
                 f"a chunk for {shown(filename)}, which the header did not announce "
-                f"(announced: {shown_list(shown(f) for f in sorted(self._files))})"
+                f"(announced: {shown_list(sorted(self._files), each=shown)})"
             )
         size = receiving.spec.size
         if receiving.received + len(data) > size:
