@@ -163,7 +163,8 @@ def variants_section(config: BenchConfig, workdir: Path) -> Section:
                         )
                     except PerfAnalyzerError as exc:
                         section.notes.append(f"{name}, pass {pass_number}: {exc}")
-            section.remarks.extend(_arm_shares(gw.url, name) for name in names)
+            with AdminClient(gw.url, timeout_s=30) as admin:
+                section.remarks.extend(_arm_shares(admin, name) for name in names)
     except GatewayError as exc:
         section.notes.append(f"gateway failed: {exc}")
         return section
@@ -211,12 +212,11 @@ class _Passes:
         )
 
 
-def _arm_shares(url: str, name: str) -> str:
+def _arm_shares(admin: AdminClient, name: str) -> str:
     """Where the batches of `name` went (warm-up included; arms under 1% left out), and
     what each arm's batches cost: why a policy lands below the best pinned arm."""
     try:
-        with AdminClient(url, timeout_s=30) as admin:
-            described = admin.describe(name)
+        described = admin.describe(name)
     except ClientError as exc:
         return f"{name}: batches by arm unknown ({exc})"
     version = next(v for v in described.versions if v.version == described.serving_version)
