@@ -231,6 +231,49 @@ def test_one_stall_of_the_arm_in_use_does_not_hand_its_batches_to_a_close_arm() 
     assert policy.switches == 1
 
 
+def test_the_successor_of_a_slowed_arm_is_the_fastest_by_its_best_recent_call() -> None:
+    clock = Clock()
+    a, b, c = arm(clock, "a", 0.004), arm(clock, "b", 0.008), arm(clock, "c", 0.011)
+    b.load = c.load = a.load  # three arms on one CPU
+    for arm_, seconds in ((a, 0.004), (b, 0.008), (c, 0.011)):
+        for _ in range(8):
+            arm_.record_success(8, seconds, clock.now)
+    # b's last probe ran cold (its weights out of cache): its prediction now runs
+    # above c's, though b is the faster arm.
+    b.record_success(8, 0.030, clock.now)
+    assert b.latency.predict_s(8) > c.latency.predict_s(8)
+    policy = LatencyPolicy(explore_fraction=0.0)
+    assert policy.order([a, b, c], 8, clock.now)[0] is a
+    a.record_success(8, 0.020, clock.now)  # a slows 5x, two calls in a row
+    a.record_success(8, 0.020, clock.now)
+    assert policy.order([a, b, c], 8, clock.now)[0] is b
+    assert policy.switches == 1
+
+
+def test_a_probe_that_finds_a_neglected_arm_faster_is_confirmed_at_once() -> None:
+    clock = Clock()
+    a, b = arm(clock, "a", 0.001), arm(clock, "b", 0.003)
+    b.load = a.load
+    # A start-up stall made a look slow, so b took its batches; a is really 3x faster.
+    for _ in range(8):
+        a.record_success(8, 0.010, clock.now)
+        b.record_success(8, 0.003, clock.now)
+    policy = LatencyPolicy(explore_fraction=0.05)
+    assert simulate(policy, [a, b], clock, batches=1)["b"] == 1
+    took_over_at = None
+    start = clock.now
+    while clock.now - start < 30.0:
+        # Past its probe and confirmation, a batch on a means a holds the batches.
+        if simulate(policy, [a, b], clock, batches=1)["a"] and a.batches >= 8 + 3:
+            took_over_at = clock.now - start
+            break
+    assert took_over_at is not None
+    # The first probe comes after REPROBE_AFTER_S (2 s); its confirmation is the next
+    # batch. One probe every 2 s alone took over 4 s (the second probe).
+    assert took_over_at < 2.5, took_over_at
+    assert simulate(policy, [a, b], clock, batches=100)["a"] >= 90
+
+
 def test_new_arms_are_measured_first() -> None:
     clock = Clock()
     arms = [arm(clock, "a", 0.001), arm(clock, "b", 0.002)]
