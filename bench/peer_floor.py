@@ -9,12 +9,13 @@ ModelStatistics counts the requests answered (success and inference counts; no
 executions, as it runs nothing), so the bench can give the floor's CPU per request
 as it does a gateway's.
 
-The server is set up as infergate's is (grpc.aio on one event loop, no port
-sharing), without interceptors: a Python front end does all of this and more, so on
-the same machine its throughput can at best approach the floor's.
+The server is set up as infergate's is (grpc.aio on one event loop, uvloop's when
+installed as `infergate serve` chooses by default, no port sharing), without
+interceptors: a Python front end does all of this and more, so on the same machine
+its throughput can at best approach the floor's.
 
     python -m bench.peer_floor --model mlp_small --input x:256 --output y:10 \
-        --max-batch-size 32 --port-file PORT_FILE
+        --max-batch-size 32 --port-file PORT_FILE [--event-loop auto|uvloop|asyncio]
 
 binds 127.0.0.1 on a free port and writes the port to PORT_FILE once serving; SIGINT
 or SIGTERM stops it.
@@ -27,7 +28,7 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,7 +244,7 @@ def _dims(text: str) -> tuple[str, tuple[int, ...]]:
         raise argparse.ArgumentTypeError(f"want NAME:D1,D2,..., got {text!r}") from exc
 
 
-def command(model: FloorModel, port_file: Path) -> list[str]:
+def command(model: FloorModel, port_file: Path, event_loop: str = "auto") -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -258,18 +259,22 @@ def command(model: FloorModel, port_file: Path) -> list[str]:
         str(model.max_batch_size),
         "--port-file",
         str(port_file),
+        "--event-loop",
+        event_loop,
     ]
 
 
 @contextmanager
-def floor_server(model: FloorModel, log_path: Path) -> Iterator[ServerProcess]:
+def floor_server(
+    model: FloorModel, log_path: Path, event_loop: str = "auto"
+) -> Iterator[ServerProcess]:
     """The floor in a process of its own (this file run as a module), ready to serve."""
     from bench.config import ROOT
 
     port_file = log_path.with_suffix(".port")
     with server_process(
         "do-nothing floor",
-        command(model, port_file),
+        command(model, port_file, event_loop),
         log_path,
         port_file=port_file,
         ready=lambda s: grpc_ready(s.url, [model.name]),
@@ -299,6 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=_dims, required=True, help="NAME:D1,D2 (no batch dim)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--port-file", type=Path)
+    parser.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="auto (the default, as infergate serve's): uvloop's when installed",
+    )
     args = parser.parse_args(argv)
     model = FloorModel(
         args.model,
@@ -308,8 +319,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.output[1],
         args.max_batch_size,
     )
-    asyncio.run(serve(model, args.port_file))
+    with asyncio.Runner(loop_factory=loop_factory(args.event_loop)) as runner:
+        runner.run(serve(model, args.port_file))
     return 0
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop the floor runs on, chosen as `infergate serve --event-loop` does
+    (infergate.cli.event_loop_factory): a floor on a slower loop than the gateway's
+    would not be the least a Python front end costs."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("--event-loop uvloop: uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":
