@@ -122,10 +122,12 @@ def decode_request(
         id=message.id,
         inputs=inputs,
         requested_outputs=tuple(o.name for o in message.outputs),
-        parameters=decode_parameters(message.parameters),
+        parameters=decode_parameters(message.parameters) if message.parameters else {},
         output_parameters={
             o.name: decode_parameters(o.parameters) for o in message.outputs if o.parameters
-        },
+        }
+        if message.outputs
+        else {},
         inputs_checked_for=spec,
         rows=rows,
     )
@@ -226,11 +228,11 @@ def _header(tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[str, Datatyp
         raise InvalidInput(
             f"input {shown(name)} has {len(shape)} dimensions; at most {MAX_RANK} are accepted"
         )
-    if any(d < 0 for d in shape):
+    if shape and min(shape) < 0:
         raise InvalidInput(
             f"input {shown(name)} has a negative dimension in shape {shown_list(shape)}"
         )
-    if any(d > MAX_DIMENSION for d in shape):
+    if shape and max(shape) > MAX_DIMENSION:
         raise InvalidInput(
             f"input {shown(name)} has a dimension above {MAX_DIMENSION} in shape "
             f"{shown_list(shape)}"

@@ -190,7 +190,9 @@ class BatchQueue:
         """
         self.check_room()
         policy = self.policy
-        loop = asyncio.get_running_loop()
+        # The queue's own loop: asyncio.get_running_loop() makes a getpid() system
+        # call each time (Python 3.11), on every request.
+        loop = self._loop
         now = loop.time()
         queue_s = _queue_timeout(requested_timeout_s, policy)
         limits = [t for t in (deadline_s, queue_s) if t is not None]
