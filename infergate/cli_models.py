@@ -487,6 +487,8 @@ def format_description(d: apb.DescribeModelResponse) -> str:
             lines.append(
                 f"    queue: {v.queue.depth} waiting, {v.queue.inflight_batches} batches running"
             )
+            if v.HasField("execution"):
+                lines.extend(_execution_lines(v.execution))
             lines.append(
                 f"    requests: {s.success} ok, {s.fail} failed; {s.inference_count} rows in "
                 f"{s.execution_count} batches; mean queue {s.mean_queue_ms:.2f} ms, "
@@ -502,3 +504,23 @@ def format_description(d: apb.DescribeModelResponse) -> str:
         f"{sc.max_bytes / 1e6:.0f} MB, hit ratio {sc.hit_ratio:.0%}"
     )
     return "\n".join(lines)
+
+
+def _execution_lines(e: apb.ExecutionChoice) -> list[str]:
+    """What the gateway chose for how a version's batches run, and why."""
+    threads = (
+        "each runtime's own default"
+        if e.intra_op_threads == 0
+        else f"{e.intra_op_threads} intra-op thread{'s' if e.intra_op_threads != 1 else ''}"
+    )
+    inline = (
+        "never on the event loop"
+        if e.inline_below_us <= 0
+        else f"on the event loop when a recent call took <= {e.inline_below_us:g} us "
+        f"({e.inline_batches} so far)"
+    )
+    return [
+        f"    execution: {e.max_inflight_batches} batch(es) in flight per device "
+        f"({e.max_inflight_batches_reason})",
+        f"    runtime calls: {threads} ({e.intra_op_threads_reason}); batches run {inline}",
+    ]

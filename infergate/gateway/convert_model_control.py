@@ -267,6 +267,18 @@ def _describe_serving(described: apb.VersionDescription, model: ModelVersion) ->
     )
     queue = model.queue
     described.queue.CopyFrom(apb.QueueState(depth=queue.depth, inflight_batches=queue.inflight))
+    if model.execution is not None:
+        choice = model.execution
+        described.execution.CopyFrom(
+            apb.ExecutionChoice(
+                intra_op_threads=choice.intra_op_threads,
+                intra_op_threads_reason=choice.intra_op_threads_reason,
+                max_inflight_batches=choice.max_inflight_batches,
+                max_inflight_batches_reason=choice.max_inflight_batches_reason,
+                inline_below_us=router.inline_below_s * 1e6,
+                inline_batches=router.inline_batches,
+            )
+        )
     config = model.config
     hits, misses = stats.cache_hit.count, stats.cache_miss.count
     described.cache.CopyFrom(

@@ -88,6 +88,8 @@ class GatewayServer:
                 execution_timeout_s=settings.execution_timeout_s,
             ),
             default_max_batch_size=settings.default_max_batch_size,
+            threads_reason=threads.reason,
+            inflight_reason=tuning.inflight_reason(settings),
         )
         self.core = InferenceCore(self.lifecycle.registry, cache)
         self._ready = False

@@ -49,3 +49,15 @@ def intra_op_threads(settings: Settings, cores: int | None = None) -> Tuned:
         threads,
         f"automatic: {cores} usable core(s), {FRONT_END_CORES} kept for the gRPC front end",
     )
+
+
+def inflight_reason(settings: Settings) -> str:
+    """Why a model without instance groups runs --max-inflight-batches batches at once."""
+    count = settings.max_inflight_batches
+    if count == 1:
+        # Measured by `python -m bench.batching --sweep` (docs/benchmark-results.md).
+        return (
+            "--max-inflight-batches 1, the default: while one batch runs, the next "
+            "requests gather into a bigger one"
+        )
+    return f"--max-inflight-batches {count}"

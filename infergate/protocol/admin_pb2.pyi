@@ -230,6 +230,22 @@ class QueueState(_message.Message):
     inflight_batches: int
     def __init__(self, depth: _Optional[int] = ..., inflight_batches: _Optional[int] = ...) -> None: ...
 
+class ExecutionChoice(_message.Message):
+    __slots__ = ("intra_op_threads", "intra_op_threads_reason", "max_inflight_batches", "max_inflight_batches_reason", "inline_below_us", "inline_batches")
+    INTRA_OP_THREADS_FIELD_NUMBER: _ClassVar[int]
+    INTRA_OP_THREADS_REASON_FIELD_NUMBER: _ClassVar[int]
+    MAX_INFLIGHT_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    MAX_INFLIGHT_BATCHES_REASON_FIELD_NUMBER: _ClassVar[int]
+    INLINE_BELOW_US_FIELD_NUMBER: _ClassVar[int]
+    INLINE_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    intra_op_threads: int
+    intra_op_threads_reason: str
+    max_inflight_batches: int
+    max_inflight_batches_reason: str
+    inline_below_us: float
+    inline_batches: int
+    def __init__(self, intra_op_threads: _Optional[int] = ..., intra_op_threads_reason: _Optional[str] = ..., max_inflight_batches: _Optional[int] = ..., max_inflight_batches_reason: _Optional[str] = ..., inline_below_us: _Optional[float] = ..., inline_batches: _Optional[int] = ...) -> None: ...
+
 class CacheState(_message.Message):
     __slots__ = ("enabled", "ttl_ms", "hits", "misses", "hit_ratio")
     ENABLED_FIELD_NUMBER: _ClassVar[int]
@@ -272,7 +288,7 @@ class VersionStatistics(_message.Message):
     def __init__(self, inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., success: _Optional[int] = ..., fail: _Optional[int] = ..., last_inference_ms: _Optional[int] = ..., mean_queue_ms: _Optional[float] = ..., mean_compute_ms: _Optional[float] = ..., batch_sizes: _Optional[_Mapping[int, int]] = ...) -> None: ...
 
 class VersionDescription(_message.Message):
-    __slots__ = ("version", "state", "reason", "artifacts", "arms", "queue", "cache", "statistics", "routing", "variants")
+    __slots__ = ("version", "state", "reason", "artifacts", "arms", "queue", "cache", "statistics", "routing", "variants", "execution")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -283,6 +299,7 @@ class VersionDescription(_message.Message):
     STATISTICS_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
     version: str
     state: str
     reason: str
@@ -293,7 +310,8 @@ class VersionDescription(_message.Message):
     statistics: VersionStatistics
     routing: RoutingState
     variants: _containers.RepeatedCompositeFieldContainer[VariantResult]
-    def __init__(self, version: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., queue: _Optional[_Union[QueueState, _Mapping]] = ..., cache: _Optional[_Union[CacheState, _Mapping]] = ..., statistics: _Optional[_Union[VersionStatistics, _Mapping]] = ..., routing: _Optional[_Union[RoutingState, _Mapping]] = ..., variants: _Optional[_Iterable[_Union[VariantResult, _Mapping]]] = ...) -> None: ...
+    execution: ExecutionChoice
+    def __init__(self, version: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., queue: _Optional[_Union[QueueState, _Mapping]] = ..., cache: _Optional[_Union[CacheState, _Mapping]] = ..., statistics: _Optional[_Union[VersionStatistics, _Mapping]] = ..., routing: _Optional[_Union[RoutingState, _Mapping]] = ..., variants: _Optional[_Iterable[_Union[VariantResult, _Mapping]]] = ..., execution: _Optional[_Union[ExecutionChoice, _Mapping]] = ...) -> None: ...
 
 class SharedCache(_message.Message):
     __slots__ = ("entries", "bytes", "max_bytes", "hits", "misses", "evictions", "hit_ratio")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from infergate import cli
 from infergate.cli_models import ProgressBar
-from tests.admin.conftest import TOKEN, Served
+from infergate.gateway import tuning
+from tests.admin.conftest import TOKEN, Served, start
 from tests.admin.payloads import DIGITS_CONFIG, DIGITS_ONNX, sha256
 
 
@@ -145,3 +147,51 @@ def test_progress_in_a_log_prints_a_line_per_quarter() -> None:
         bar("model.onnx", sent, total)
     lines = stream.getvalue().splitlines()
     assert [line.split()[3] for line in lines] == ["0%", "25%", "50%", "75%", "100%"]
+
+
+async def test_describe_says_how_batches_run_and_why(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INFERGATE_ADMIN_TOKEN", TOKEN)
+    # A model whose config sets its own batches in flight (Triton's instance_group).
+    shutil.copytree(repo / "digits", repo / "grouped")
+    config = repo / "grouped" / "config.pbtxt"
+    text = config.read_text().replace('name: "digits"', 'name: "grouped"')
+    config.write_text(text + "\ninstance_group { count: 3 kind: KIND_CPU }\n")
+    server = await start(repo, intra_op_threads=0)  # automatic, as by default
+    try:
+        cores = tuning.usable_cores()
+        code, out, err = await run(capsys, "models", "describe", "digits", "--url", server.address)
+        assert code == 0, err
+        threads = max(1, cores - tuning.FRONT_END_CORES)
+        assert (
+            f"runtime calls: {threads} intra-op thread{'s' if threads != 1 else ''} "
+            f"(automatic: {cores} usable core(s), 1 kept for the gRPC front end)"
+        ) in out, out
+        assert (
+            "execution: 1 batch(es) in flight per device (--max-inflight-batches 1, the default"
+            in out
+        )
+        assert "on the event loop when a recent call took <= 200 us" in out
+
+        code, out, err = await run(capsys, "models", "describe", "grouped", "--url", server.address)
+        assert code == 0, err
+        assert "3 batch(es) in flight per device (the config's instance_group count)" in out, out
+    finally:
+        await server.stop()
+
+    server = await start(repo, intra_op_threads=3, max_inflight_batches=2, inline_below_us=0)
+    try:
+        code, out, err = await run(
+            capsys, "models", "describe", "digits", "--json", "--url", server.address
+        )
+        assert code == 0, err
+        execution = json.loads(out)["versions"][0]["execution"]
+        assert execution == {
+            "intra_op_threads": 3,
+            "intra_op_threads_reason": "--intra-op-threads",
+            "max_inflight_batches": 2,
+            "max_inflight_batches_reason": "--max-inflight-batches 2",
+        }
+    finally:
+        await server.stop()

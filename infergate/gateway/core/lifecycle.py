@@ -22,7 +22,7 @@ from infergate.gateway.core.batch_telemetry import BatchTelemetry
 from infergate.gateway.core.batching import policy_from_config
 from infergate.gateway.core.cache import ResponseCache
 from infergate.gateway.core.loader import load_model
-from infergate.gateway.core.model import ModelVersion
+from infergate.gateway.core.model import ExecutionChoice, ModelVersion
 from infergate.gateway.core.registry import ModelRegistry
 from infergate.gateway.core.repository import ModelSource, list_models, read_versions
 from infergate.gateway.core.routing import DEFAULT_RUN_OPTIONS, RunOptions, make_policy
@@ -48,9 +48,15 @@ class ModelLifecycle:
         max_inflight_batches: int = 1,
         run_options: RunOptions = DEFAULT_RUN_OPTIONS,
         default_max_batch_size: int = 32,
+        threads_reason: str = "",
+        inflight_reason: str = "",
     ) -> None:
         self.backends = dict(backends)
         self.options = options
+        # Why options.intra_op_threads and max_inflight_batches are what they are
+        # (infergate.gateway.tuning, the settings), for each model's description.
+        self.threads_reason = threads_reason or "the gateway's setting"
+        self.inflight_reason = inflight_reason or "the gateway's setting"
         # Held here so that a model's answers can be forgotten with the model.
         self.cache = cache
         self.default_max_batch_size = default_max_batch_size
@@ -153,6 +159,14 @@ class ModelLifecycle:
         """Make a loaded model take traffic; versions it replaces drain in the background."""
         telemetry = BatchTelemetry(model.name, self._tracing, self._metrics)
         inflight = model.instances or self.max_inflight_batches
+        model.execution = ExecutionChoice(
+            intra_op_threads=self.options.intra_op_threads,
+            intra_op_threads_reason=self.threads_reason,
+            max_inflight_batches=inflight,
+            max_inflight_batches_reason=(
+                "the config's instance_group count" if model.instances else self.inflight_reason
+            ),
+        )
         model.start(self._executor, inflight, telemetry, self.run_options)
 
         def policy(serving: list[str]) -> list[str]:

@@ -17,6 +17,17 @@ from infergate.schema.errors import Unavailable
 from infergate.schema.tensors import ModelSpec
 
 
+@dataclass(frozen=True)
+class ExecutionChoice:
+    """How a version's batches run, each choice with its reason (the gateway's
+    settings, the machine, or the model's config)."""
+
+    intra_op_threads: int  # 0: each runtime's own default
+    intra_op_threads_reason: str
+    max_inflight_batches: int  # per device
+    max_inflight_batches_reason: str
+
+
 @dataclass
 class ModelVersion:
     name: str
@@ -34,6 +45,8 @@ class ModelVersion:
     # A uniform sample of live request inputs (config capture_rows), for calibrating
     # variants on real traffic; None: not captured.
     capture: ReservoirSampler | None = field(default=None, repr=False)
+    # How its batches run and why (set when it starts serving), for DescribeModel.
+    execution: ExecutionChoice | None = None
     _router: Router | None = field(default=None, repr=False)
     _queue: BatchQueue | None = field(default=None, repr=False)
 
