@@ -9,11 +9,10 @@ from collections.abc import Mapping
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from infergate.backends.base import Backend, BackendOptions
 from infergate.backends.discovery import discover
-from infergate.gateway import tls, tuning
+from infergate.gateway import generic_handlers, tls, tuning
 from infergate.gateway.auth import ADMIN_SERVICE, AuthInterceptor, AuthPolicy, is_loopback
 from infergate.gateway.core import store
 from infergate.gateway.core.cache import ResponseCache
@@ -127,14 +126,21 @@ class GatewayServer:
             InferenceObserver(self.tracing, self.metrics, self.core.registry.__contains__),
             admin=self.admin,
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self._inference, self._server)
-        apb_grpc.add_ModelAdminServicer_to_server(
-            AdminServicer(self.admin, self.optimizer, self.registry), self._server
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (INFERENCE_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        # Generic handlers only: registered methods cost every RPC Python work in
+        # proportion to their number (infergate/gateway/generic_handlers.py).
+        generic_handlers.add_services(
             self._server,
+            [
+                (pb_grpc.add_GRPCInferenceServiceServicer_to_server, self._inference),
+                (
+                    apb_grpc.add_ModelAdminServicer_to_server,
+                    AdminServicer(self.admin, self.optimizer, self.registry),
+                ),
+                (health_pb2_grpc.add_HealthServicer_to_server, self._health),
+            ],
+        )
+        generic_handlers.add_reflection(
+            self._server, (INFERENCE_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME)
         )
         self.port = 0
         self._stopped = asyncio.Event()

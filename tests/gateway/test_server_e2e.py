@@ -68,8 +68,12 @@ async def test_standard_health_service_and_reflection(gateway: GatewayServer) ->
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         replies = [r async for r in reflect.ServerReflectionInfo(iter([request]))]
         names = {s.name for s in replies[0].list_services_response.service}
-        assert "inference.GRPCInferenceService" in names
-        assert "grpc.health.v1.Health" in names
+        assert names == {
+            "inference.GRPCInferenceService",
+            "infergate.admin.v1.ModelAdmin",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+        }
 
 
 async def test_derived_config_for_a_model_without_config(
