@@ -383,6 +383,9 @@ class Router:
         self._batch_ids = itertools.count()
         self._preferred = ""
         self._logged_at = float("-inf")
+        # waiting_pays() as last computed; None: an arm's record changed since. The
+        # batch queue asks at every request's arrival, the answer moves per batch.
+        self._waiting_pays: bool | None = None
 
     def pick_arm(self, rows: int = 1) -> str | None:
         """The arm the policy would run a batch of `rows` on now (None: none usable):
@@ -429,6 +432,7 @@ class Router:
                 return await self._run(arm, inputs, rows)
             except ExecutionHung as exc:
                 arm.record_hang(str(exc), self._clock())
+                self._waiting_pays = None
                 arm_errors.append(f"{arm.name}: {exc}")
                 log.error("model %s: arm %s: %s", self.model, arm.name, exc)
             except BackendFailed as exc:
@@ -437,6 +441,7 @@ class Router:
                     rejections.append(f"{arm.name}: {exc}")
                     continue
                 arm.record_failure(str(exc), self._clock())
+                self._waiting_pays = None
                 arm_errors.append(f"{arm.name}: {exc}")
                 log.warning("model %s: arm %s failed: %s", self.model, arm.name, exc)
         if rejections:
@@ -476,6 +481,7 @@ class Router:
             raise BackendFailed(f"{type(exc).__name__}: {_shown(str(exc))}") from exc
         finally:
             arm.load.running.pop(batch_id, None)
+            self._waiting_pays = None
         arm.record_success(rows, seconds, self._clock())
         return Execution(outputs, arm, int(seconds * 1e9), wall_ns)
 
@@ -530,11 +536,15 @@ class Router:
         tenth: profiles of tiny models are noisy) is waiting for company sure to
         cost the waiting request more than the batch can win back.
         """
+        if self._waiting_pays is not None:
+            return self._waiting_pays
         now = self._clock()
         usable = [a for a in self.arms if a.usable(now)] or self.arms
         best = min(usable, key=lambda a: a.latency.predict_s(1))
         fit = best.latency.fit
-        return fit.samples == 0 or fit.fixed_s >= WAIT_PAYS_FIXED_SHARE * fit.per_row_s
+        pays = fit.samples == 0 or fit.fixed_s >= WAIT_PAYS_FIXED_SHARE * fit.per_row_s
+        self._waiting_pays = pays
+        return pays
 
     def _note_preference(self, arm: Arm, now: float) -> None:
         if arm.name == self._preferred or now - self._logged_at < LOG_INTERVAL_S:

@@ -434,6 +434,26 @@ async def test_waiting_pays_only_when_the_fixed_cost_is_worth_sharing() -> None:
     assert not Router("c", [compute_bound], LatencyPolicy(), InlineExecutor(), clock).waiting_pays()
 
 
+async def test_waiting_pays_is_asked_again_once_a_batch_has_run() -> None:
+    clock = Clock()
+    a = arm(clock, "a", fixed_s=0.004, per_row_s=0.0003)
+    for rows in (1, 8, 32):
+        a.latency.observe(rows, 0.004 + 0.0003 * rows)
+    router = Router("m", [a], LatencyPolicy(), InlineExecutor(), clock)
+    assert router.waiting_pays()
+    # The model becomes compute-bound (no fixed cost): the answer holds until a batch
+    # has run (it is asked at every request's arrival), then follows the arm.
+    assert isinstance(a.runtime, TimedRuntime)
+    a.runtime.fixed_s, a.runtime.per_row_s = 0.0, 0.0005
+    for rows in (1, 8, 32):
+        a.latency.observe(rows, 0.0005 * rows)
+        a.latency.observe(rows, 0.0005 * rows)
+    assert router.waiting_pays()  # cached
+    for rows in (1, 8, 32, 1, 8, 32):
+        await router.execute(x(rows))
+    assert not router.waiting_pays()
+
+
 async def test_calls_measured_cheaper_than_a_thread_hop_run_on_the_loop() -> None:
     clock = Clock()
     fast = arm(clock, "a", 0.00005)  # 50 us a call
