@@ -1,4 +1,4 @@
-"""Bearer-token authentication, as a gRPC server interceptor.
+"""Bearer-token authentication, checked where gRPC looks up a call's handler.
 
 Methods fall in three groups:
 - admin: the infergate.admin.v1.ModelAdmin service and Triton's RepositoryModelLoad /
@@ -18,10 +18,10 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 
@@ -140,25 +140,27 @@ def _token(value: str, file: Path | None, variable: str) -> bytes:
     return value.encode()
 
 
-# ---- the interceptor ------------------------------------------------------------------
-
-# Quoted: grpc's classes are generic in the stubs only.
-Continuation: TypeAlias = (
-    "Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]"
-)
+# ---- the check on every call ----------------------------------------------------------
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses calls the AuthPolicy does not allow, before their handler runs."""
+class Guarded(grpc.GenericRpcHandler):
+    """A service's handlers, each call checked against the AuthPolicy first; a refused
+    call gets a handler that only aborts, before the service's handler runs.
 
-    def __init__(self, policy: AuthPolicy) -> None:
+    In the handler lookup, which grpc.aio calls as a plain function, rather than a
+    server interceptor, which it runs as a coroutine on every call: callgrind counted
+    ~31,000 instructions fewer per request, one at a time (docs/performance.md).
+    """
+
+    def __init__(self, inner: grpc.GenericRpcHandler, policy: AuthPolicy) -> None:
+        self._inner = inner
         self._policy = policy
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED itself
+        handler = self._inner.service(handler_call_details)
+        if handler is None:  # not this service's method
             return None
         method = handler_call_details.method
         error = self._policy.check(method, handler_call_details.invocation_metadata)

@@ -20,16 +20,23 @@ from typing import Any
 import grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+Wrap = Callable[[grpc.GenericRpcHandler], grpc.GenericRpcHandler]
+
 
 class GenericOnly:
     """A stand-in for the server that generated `add_*_to_server` code registers with:
-    generic handlers reach the server, registered-method tables are dropped."""
+    generic handlers reach the server (each through `wrap`, e.g. an authorization
+    check), registered-method tables are dropped."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    def __init__(self, server: grpc.aio.Server, wrap: Wrap | None = None) -> None:
         self._server = server
+        self._wrap = wrap
 
     def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
-        self._server.add_generic_rpc_handlers(tuple(handlers))
+        wrap = self._wrap
+        self._server.add_generic_rpc_handlers(
+            tuple(handlers) if wrap is None else tuple(wrap(h) for h in handlers)
+        )
 
     def add_registered_method_handlers(
         self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
@@ -38,18 +45,23 @@ class GenericOnly:
 
 
 def add_services(
-    server: grpc.aio.Server, adders: Sequence[tuple[Callable[[Any, Any], None], object]]
+    server: grpc.aio.Server,
+    adders: Sequence[tuple[Callable[[Any, Any], None], object]],
+    wrap: Wrap | None = None,
 ) -> None:
-    """Each (generated add function, servicer) on `server`, as generic handlers only."""
-    generic = GenericOnly(server)
+    """Each (generated add function, servicer) on `server`, as generic handlers only,
+    each through `wrap` if given."""
+    generic = GenericOnly(server, wrap)
     for add, servicer in adders:
         add(servicer, generic)
 
 
-def add_reflection(server: grpc.aio.Server, service_names: Sequence[str]) -> None:
+def add_reflection(
+    server: grpc.aio.Server, service_names: Sequence[str], wrap: Wrap | None = None
+) -> None:
     """Server reflection for `service_names` (and itself), as a generic handler only
     (reflection.enable_server_reflection would register its method too)."""
     names = (*service_names, reflection.SERVICE_NAME)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        reflection.aio.ReflectionServicer(names), GenericOnly(server)
+        reflection.aio.ReflectionServicer(names), GenericOnly(server, wrap)
     )

@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from infergate.backends.base import Backend, BackendOptions
 from infergate.backends.discovery import discover
 from infergate.gateway import generic_handlers, tls, tuning
-from infergate.gateway.auth import ADMIN_SERVICE, AuthInterceptor, AuthPolicy, is_loopback
+from infergate.gateway.auth import ADMIN_SERVICE, AuthPolicy, Guarded, is_loopback
 from infergate.gateway.core import store
 from infergate.gateway.core.cache import ResponseCache
 from infergate.gateway.core.lifecycle import ModelLifecycle
@@ -111,7 +111,6 @@ class GatewayServer:
             log.warning("admin tokens travel in clear text: give the listener --tls-cert/--tls-key")
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
-            interceptors=[AuthInterceptor(auth)],
             options=[
                 ("grpc.max_receive_message_length", settings.max_receive_message_mb * _MB),
                 ("grpc.max_send_message_length", settings.max_send_message_mb * _MB),
@@ -126,8 +125,13 @@ class GatewayServer:
             InferenceObserver(self.tracing, self.metrics, self.core.registry.__contains__),
             admin=self.admin,
         )
+
         # Generic handlers only: registered methods cost every RPC Python work in
-        # proportion to their number (infergate/gateway/generic_handlers.py).
+        # proportion to their number (infergate/gateway/generic_handlers.py). Each
+        # call's authorization is checked in the handler lookup (auth.Guarded).
+        def guarded(handler: grpc.GenericRpcHandler) -> grpc.GenericRpcHandler:
+            return Guarded(handler, auth)
+
         generic_handlers.add_services(
             self._server,
             [
@@ -138,9 +142,10 @@ class GatewayServer:
                 ),
                 (health_pb2_grpc.add_HealthServicer_to_server, self._health),
             ],
+            guarded,
         )
         generic_handlers.add_reflection(
-            self._server, (INFERENCE_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME)
+            self._server, (INFERENCE_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME), guarded
         )
         self.port = 0
         self._stopped = asyncio.Event()
