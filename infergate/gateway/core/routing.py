@@ -233,7 +233,9 @@ class LatencyPolicy(RoutingPolicy):
             if (arm.batches, arm.failures) == before:
                 continue  # its probe has not run yet
             del self._awaiting_verdict[arm]
-            confirming, self._confirming = self._confirming is arm, None
+            confirming = self._confirming is arm
+            if confirming:
+                self._confirming = None
             last = arm.latency.last_sample()
             interval_s = self._reprobe_after_s.get(arm, self.reprobe_after_s)
             if arm is not best and last is not None:
