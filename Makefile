@@ -33,12 +33,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # perf_analyzer (shipped in tritonclient's wheel) links against libb64; the scale-out
-# tests run a real redis-server and HAProxy.
+# tests run a real redis-server and HAProxy; bench.instructions counts with valgrind.
 system-deps:
 	@missing=""; \
 	ldconfig -p | grep -q 'libb64.so.0d' || missing="$$missing libb64-0d"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	command -v valgrind >/dev/null || missing="$$missing valgrind"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
