@@ -72,6 +72,24 @@ def gateway_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "infergate.cli"]
 
 
+def serve_command(
+    repository: Path, port_file: Path, *serve_args: str, program: Sequence[str] | None = None
+) -> list[str]:
+    """`infergate serve` of `repository` on a free port, written to `port_file` once
+    ready; `program` replaces the `infergate` command (an interpreter and -m, say)."""
+    return [
+        *(gateway_command() if program is None else program),
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--port",
+        "0",
+        "--port-file",
+        str(port_file),
+        *serve_args,
+    ]
+
+
 @contextmanager
 def gateway(
     repository: Path,
@@ -95,20 +113,14 @@ def gateway(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     port_file = log_path.with_suffix(".port")
     port_file.unlink(missing_ok=True)
-    command = [
-        *gateway_command(),
-        "serve",
-        "--model-repository",
-        str(repository),
-        "--port",
-        "0",
-        "--port-file",
-        str(port_file),
+    command = serve_command(
+        repository,
+        port_file,
         "--shutdown-grace-s",
         str(grace_s),
         *([] if any(a.startswith("--metrics-port") for a in serve_args) else METRICS_OFF),
         *serve_args,
-    ]
+    )
     environ = dict(os.environ)
     for name, value in (env or {}).items():
         if value is None:

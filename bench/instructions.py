@@ -38,6 +38,7 @@ import grpc
 import numpy as np
 
 from bench.config import ROOT
+from bench.gateway_process import METRICS_OFF, serve_command
 from bench.peer_floor import FloorModel
 from bench.peer_floor import command as floor_command
 from bench.peer_models import (
@@ -69,20 +70,11 @@ FLOOR = FloorModel(
 def _server_command(floor: bool, repository: Path, port_file: Path) -> list[str]:
     if floor:
         return floor_command(FLOOR, port_file)
-    return [
-        sys.executable,
-        "-m",
-        "infergate.cli",
-        "serve",
-        "--model-repository",
-        str(repository),
-        "--port",
-        "0",
-        "--port-file",
-        str(port_file),
-        "--metrics-port",
-        "0",
-    ]
+    # `-m infergate.cli`, not the installed script: --pythonpath must decide which
+    # checkout's gateway runs.
+    return serve_command(
+        repository, port_file, *METRICS_OFF, program=[sys.executable, "-m", "infergate.cli"]
+    )
 
 
 async def _drive(port: int, requests: int, concurrency: int, pid: int) -> None:
