@@ -150,19 +150,20 @@ def gateway(
         log(f"gateway ready on {gw.url}")
         yield gw
     finally:
-        _stop(process, grace_s)
+        stop_process(process, grace_s)
         port_file.unlink(missing_ok=True)
         log(f"gateway stopped (exit code {process.returncode})")
 
 
-def _stop(process: subprocess.Popen[bytes], grace_s: float) -> None:
+def stop_process(process: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGINT, then SIGKILL if the process has not exited within grace_s + 10 s."""
     if process.poll() is not None:
         return
     process.send_signal(signal.SIGINT)
     try:
         process.wait(timeout=grace_s + 10)
     except subprocess.TimeoutExpired:
-        log("gateway ignored SIGINT; killing it")
+        log(f"process {process.pid} ignored SIGINT; killing it")
         process.kill()
         process.wait()
 

@@ -26,7 +26,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ import grpc
 import numpy as np
 
 from bench.config import ROOT
-from bench.gateway_process import METRICS_OFF, serve_command
+from bench.gateway_process import METRICS_OFF, serve_command, stop_process
 from bench.peer_floor import FloorModel
 from bench.peer_floor import command as floor_command
 from bench.peer_models import (
@@ -50,11 +49,12 @@ from bench.peer_models import (
     write_model_folder,
 )
 from bench.serve_settings import MAX_BATCH_SIZE
-from infergate.protocol import inference_pb2 as pb
+from infergate.clients.infer_messages import build_request
 from infergate.protocol import inference_pb2_grpc as pb_grpc
 
 WARM_UP_REQUESTS = 50
 START_TIMEOUT_S = 300.0  # everything is ~50x slower under valgrind, imports included
+STOP_GRACE_S = 110.0
 _TOTALS = re.compile(r"^(?:totals|summary):\s*(\d+)", re.MULTILINE)
 
 
@@ -78,11 +78,8 @@ def _server_command(floor: bool, repository: Path, port_file: Path) -> list[str]
 
 
 async def _drive(port: int, requests: int, concurrency: int, pid: int) -> None:
-    request = pb.ModelInferRequest(model_name=MLP_SMALL.name)
-    request.inputs.add(name=INPUT, datatype="FP32", shape=[1, *MLP_SMALL.input_dims])
-    request.outputs.add(name=OUTPUT)
     values = np.random.default_rng(0).random((1, *MLP_SMALL.input_dims), np.float32)
-    request.raw_input_contents.append(values.tobytes())
+    request = build_request(MLP_SMALL.name, {INPUT: values}, outputs=[OUTPUT])
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         for _ in range(WARM_UP_REQUESTS):
@@ -142,12 +139,7 @@ def measure(
                 time.sleep(0.5)
             asyncio.run(_drive(int(port_file.read_text()), requests, concurrency, server.pid))
         finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_process(server, grace_s=STOP_GRACE_S)
         found = _TOTALS.findall(out.read_text(errors="replace")) if out.exists() else []
         if not found:
             raise InstructionsError(f"no totals in {out}")

@@ -28,7 +28,7 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +37,10 @@ from typing import Any
 import grpc
 
 from bench.peer_process import ServerProcess, grpc_ready, server_process
+from infergate.cli import event_loop_factory
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import model_config_pb2 as mc
+from infergate.settings import Settings, SettingsError
 
 SERVICE = "inference.GRPCInferenceService"
 _MB = 1024 * 1024
@@ -319,24 +321,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.output[1],
         args.max_batch_size,
     )
-    with asyncio.Runner(loop_factory=loop_factory(args.event_loop)) as runner:
+    # The loop `infergate serve --event-loop` would run on: a floor on a slower loop
+    # than the gateway's would not be the least a Python front end costs.
+    try:
+        loop_factory = event_loop_factory(Settings(event_loop=args.event_loop))
+    except SettingsError as exc:
+        raise SystemExit(f"--event-loop {args.event_loop}: {exc}") from None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(serve(model, args.port_file))
     return 0
-
-
-def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop the floor runs on, chosen as `infergate serve --event-loop` does
-    (infergate.cli.event_loop_factory): a floor on a slower loop than the gateway's
-    would not be the least a Python front end costs."""
-    if choice == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "uvloop":
-            raise SystemExit("--event-loop uvloop: uvloop is not installed") from None
-        return None
-    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":
