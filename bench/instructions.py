@@ -129,7 +129,11 @@ def measure(
             *_server_command(floor, repository, port_file),
         ]
         with open(work / "server.log", "wb") as log:
-            server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            # cwd: `python -m` puts the working directory first on sys.path, ahead of
+            # PYTHONPATH; run from the checkout, it would import that checkout always.
+            server = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work
+            )
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
             while not (port_file.exists() and port_file.read_text().strip()):
