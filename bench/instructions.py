@@ -2,8 +2,8 @@
 
 On a noisy 2-core machine throughput moves 10-25% between identical runs, so a change
 of a few percent in the request path cannot be seen in `make bench`. Instructions
-counted by callgrind barely move (about 2% between runs at 16 in flight, where batch
-sizes follow timing; less one at a time): this is how the request path's changes in
+counted by callgrind barely move (two runs of one commit agreed within 0.5%, at 16 in
+flight and one at a time): this is how the request path's changes in
 docs/performance.md were measured.
 
 The server runs under `valgrind --tool=callgrind` with counting off; a client in this

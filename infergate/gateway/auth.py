@@ -148,8 +148,9 @@ class Guarded(grpc.GenericRpcHandler):
     call gets a handler that only aborts, before the service's handler runs.
 
     In the handler lookup, which grpc.aio calls as a plain function, rather than a
-    server interceptor, which it runs as a coroutine on every call: callgrind counted
-    ~31,000 instructions fewer per request, one at a time (docs/performance.md).
+    server interceptor, which it runs as a coroutine on every call: about 1% fewer
+    instructions per request at 16 in flight, too little to see one at a time
+    (`python -m bench.instructions`, docs/performance.md).
     """
 
     def __init__(self, inner: grpc.GenericRpcHandler, policy: AuthPolicy) -> None:

@@ -7,9 +7,9 @@ call, and on every call it runs `asyncio.wait(FIRST_COMPLETED)` over all of thos
 tasks: with the inference, admin, health and reflection services that is 30 tasks,
 each given and then relieved of a done-callback, per RPC. With generic handlers only
 there is one such task, whatever the number of methods, and a call finds its handler
-by one dictionary lookup on its method's path. Measured with callgrind on the peer
-bench's `mlp_small` (instructions per request, all threads): 1,207,000 -> 1,014,000
-at 16 requests in flight, 1,370,000 -> 1,215,000 one at a time (docs/performance.md).
+by one dictionary lookup on its method's path. Measured with `python -m
+bench.instructions` on the peer bench's `mlp_small` (instructions per request, all
+threads, 16 in flight): 1,149,000 -> 1,003,000 (docs/performance.md).
 """
 
 from __future__ import annotations
