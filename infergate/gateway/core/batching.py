@@ -138,9 +138,6 @@ class BatchQueue:
         # model computes a batch of 8 about as fast as 8 single rows).
         self._waiting_pays = waiting_pays
         self._queue: deque[_Pending] = deque()
-        # Rows waiting (cancelled ones included until dropped): an arrival while the
-        # oldest request's delay runs dispatches only if they could now fill a batch.
-        self._queued_rows = 0
         self._loop = asyncio.get_running_loop()
         self._executing = 0  # batches holding an execution slot
         self._running: set[asyncio.Task[None]] = set()
@@ -210,16 +207,8 @@ class BatchQueue:
             pin=pin,
         )
         self._queue.append(item)
-        self._queued_rows += rows
-        if self._executing < self._max_inflight() and (
-            # While the oldest request's delay runs, its timer dispatches: another
-            # arrival changes nothing unless the rows could now fill a batch (or a
-            # preferred size). With every slot busy, the batch's end dispatches.
-            self._timer is None
-            or self._queued_rows >= policy.max_batch_size
-            or policy.preferred_batch_sizes
-        ):
-            self._kick()
+        if self._executing < self._max_inflight():
+            self._kick()  # with every slot busy, the batch's end dispatches instead
         try:
             if item.deadline is None:
                 return await item.future
@@ -260,7 +249,6 @@ class BatchQueue:
             if not item.future.done():
                 item.future.set_exception(Unavailable(f"model '{self.name}' was unloaded"))
         self._queue.clear()
-        self._queued_rows = 0
         for handle in (self._timer, self._dispatch_soon):
             if handle is not None:
                 handle.cancel()
@@ -301,12 +289,8 @@ class BatchQueue:
             if batch is None:
                 self._wake_at(now + wait_s)
                 return
-            if self._timer is not None:  # the delay of a request now on its way
-                self._timer.cancel()
-                self._timer = None
             for item in batch:
                 self._queue.remove(item)
-                self._queued_rows -= item.rows
             self._executing += 1
             # A fresh context: a batch serves many requests and must not run inside
             # the one whose arrival happened to dispatch it (its span, say).
@@ -345,7 +329,6 @@ class BatchQueue:
                 continue
             kept.append(item)
         self._queue = kept
-        self._queued_rows = sum(item.rows for item in kept)
 
     def _form_batch(self, now: float) -> tuple[list[_Pending] | None, float]:
         """The batch to send now (None: wait that many seconds first)."""

@@ -83,32 +83,6 @@ async def test_a_full_batch_goes_at_once_without_waiting_for_the_delay() -> None
     await q.aclose()
 
 
-async def test_arrivals_during_the_delay_look_at_the_queue_only_once_they_can_fill_a_batch() -> (
-    None
-):
-    runtime = FakeRuntime()
-    q = queue(runtime, max_batch_size=4, max_queue_delay_s=30)
-    scans = 0
-    form_batch = q._form_batch
-
-    def counted(now: float) -> tuple[list[object] | None, float]:
-        nonlocal scans
-        scans += 1
-        return form_batch(now)  # type: ignore[return-value]
-
-    q._form_batch = counted  # type: ignore[method-assign,assignment]
-    tasks = []
-    for i in range(3):  # one at a time: the first starts the delay, the others join
-        tasks.append(asyncio.create_task(q.submit(rows(i), 1)))
-        await asyncio.sleep(0.01)
-    # Each arrival used to scan the queue again only to find the delay still running.
-    assert scans == 1 and runtime.rows_per_batch() == []
-    tasks.append(asyncio.create_task(q.submit(rows(3), 1)))  # fills the batch: at once
-    await asyncio.wait_for(asyncio.gather(*tasks), 5)
-    assert runtime.rows_per_batch() == [4] and scans == 2
-    await q.aclose()
-
-
 async def test_a_preferred_size_goes_at_once() -> None:
     runtime = FakeRuntime()
     q = queue(runtime, preferred_batch_sizes=(2,), max_queue_delay_s=30)
