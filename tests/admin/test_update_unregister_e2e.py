@@ -130,6 +130,8 @@ async def test_changes_that_cannot_apply_live_are_refused_and_change_nothing(
         "unknown field": ConfigUpdate(mc.ModelConfig(), ("no_such_field",)),
         "nothing": ConfigUpdate(mc.ModelConfig(), ()),
         "preferred above max": batching(preferred_batch_sizes=[16]),
+        "a queue delay of 584,000 years": batching(max_queue_delay_us=2**64 - 1),
+        "a queue delay just above 10 s": batching(max_queue_delay_us=10_000_001),
         "max_batch_size 0": batching(max_batch_size=0),
         "routing to an unknown arm": batching(routing_policy="fixed", fixed_arm="nope"),
     }
@@ -137,6 +139,8 @@ async def test_changes_that_cannot_apply_live_are_refused_and_change_nothing(
         with pytest.raises(AdminError) as refused:
             await admin.update("fake", update)
         assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT, what
+        if "queue delay" in what:
+            assert "above the limit of 10000000 (10 s)" in str(refused.value), what
     assert (served.repo / "fake" / "config.pbtxt").read_text() == before
     assert not served.server.core.model("fake").config.HasField("dynamic_batching")
     with pytest.raises(AdminError) as unknown:

@@ -70,6 +70,14 @@ async def test_failing_models_are_reported_and_do_not_stop_the_others(tmp_path: 
     (repo / "pinned" / "1").mkdir(parents=True)
     shutil.copy(DEMO_REPOSITORY / "digits" / "1" / "model.onnx", repo / "pinned" / "1")
     (repo / "pinned" / "config.pbtxt").write_text('backend: "tensorrt_llm"')
+    # A typo'd queue delay (11 s) would hang every lone request that long.
+    (repo / "slow" / "1").mkdir(parents=True)
+    shutil.copy(DEMO_REPOSITORY / "digits" / "1" / "model.onnx", repo / "slow" / "1")
+    (repo / "slow" / "config.pbtxt").write_text(
+        TRITON_CONFIG.replace('"digits"', '"slow"').replace(
+            "max_queue_delay_microseconds: 100", "max_queue_delay_microseconds: 11000000"
+        )
+    )
 
     models = lifecycle()
     gateway = InferenceCore(models.registry, models.cache)
@@ -82,6 +90,8 @@ async def test_failing_models_are_reported_and_do_not_stop_the_others(tmp_path: 
         assert "no version folder" in index["empty"].reason
         assert "'pixels'" in index["wrongconfig"].reason and "'x'" in index["wrongconfig"].reason
         assert "tensorrt_llm" in index["pinned"].reason
+        assert index["slow"].state == "UNAVAILABLE"
+        assert "max_queue_delay_microseconds is 11000000, above the limit" in index["slow"].reason
         with pytest.raises(ModelNotReady, match="corrupt"):
             gateway.model("corrupt")
         result = await gateway.infer(

@@ -54,6 +54,29 @@ log = logging.getLogger(__name__)
 RunBatch = Callable[..., Awaitable[Execution]]
 
 
+# Triton leaves max_queue_delay_microseconds unbounded, but a lone request waits out
+# the whole delay whenever its model's latency says waiting pays: a delay of hours is
+# a slip of the keyboard that hangs every quiet caller. 10 s is far above any delay
+# that trades latency for bigger batches (those are micro- to milliseconds).
+MAX_QUEUE_DELAY_US = 10_000_000
+
+
+def queue_delay_problem(config: mc.ModelConfig) -> str | None:
+    """Why the config's queue delay cannot serve, or None when it can."""
+    delays_us = {
+        "dynamic_batching": config.dynamic_batching.max_queue_delay_microseconds,
+        "sequence_batching.direct": config.sequence_batching.direct.max_queue_delay_microseconds,
+        "sequence_batching.oldest": config.sequence_batching.oldest.max_queue_delay_microseconds,
+    }
+    for block, delay_us in delays_us.items():
+        if delay_us > MAX_QUEUE_DELAY_US:
+            return (
+                f"{block}.max_queue_delay_microseconds is {delay_us}, above the limit of "
+                f"{MAX_QUEUE_DELAY_US} (10 s): a lone request would wait that long for company"
+            )
+    return None
+
+
 @dataclass(frozen=True)
 class BatchPolicy:
     """How a model's requests are grouped; built from its ModelConfig."""

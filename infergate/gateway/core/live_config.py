@@ -15,6 +15,7 @@ from typing import cast
 from google.protobuf import field_mask_pb2
 from google.protobuf.descriptor import Descriptor
 
+from infergate.gateway.core.batching import queue_delay_problem
 from infergate.protocol import model_config_pb2 as mc
 from infergate.schema.errors import InvalidInput, shown, shown_list
 
@@ -99,6 +100,9 @@ def _check(current: mc.ModelConfig, merged: mc.ModelConfig, paths: Sequence[str]
                 f"model {shown(name)}: preferred_batch_size {wrong} must lie between 1 and "
                 f"max_batch_size {merged.max_batch_size}"
             )
+    delay_problem = queue_delay_problem(merged)
+    if delay_problem is not None:
+        raise InvalidInput(f"model {shown(name)}: {delay_problem}")
     if "routing" in touched and not 0.0 <= merged.routing.explore_fraction <= 1.0:
         raise InvalidInput(
             f"model {shown(name)}: routing.explore_fraction must lie between 0 and 1, got "

@@ -15,6 +15,7 @@ import numpy as np
 from infergate import optimize
 from infergate.backends.base import Backend, BackendOptions, LoadedModel
 from infergate.gateway.core.arms import Arm
+from infergate.gateway.core.batching import queue_delay_problem
 from infergate.gateway.core.config_fields import unacted_fields
 from infergate.gateway.core.config_spec import config_from_artifact, reconcile, spec_from_config
 from infergate.gateway.core.model import ModelVersion
@@ -94,6 +95,9 @@ def load_model(
     model fails only when none loads.
     """
     started = time.monotonic()
+    delay_problem = None if source.config is None else queue_delay_problem(source.config)
+    if delay_problem is not None:
+        raise ModelLoadError(f"model '{source.name}' version {source.version}: {delay_problem}")
     candidates = choose_backends(source, backends)
     kinds = _wanted_device_kinds(source.config)
     if kinds == {mc.ModelInstanceGroup.KIND_CPU}:
