@@ -165,7 +165,10 @@ class BatchQueue:
         self._executing = 0  # batches holding an execution slot
         self._running: set[asyncio.Task[None]] = set()
         self._dispatch_soon: asyncio.Handle | None = None
-        self._timer: asyncio.TimerHandle | None = None  # the oldest request's delay
+        # The oldest request's delay: the wake-up and the loop time it is set for.
+        # uvloop hands back a plain Handle, without when(), for a time already past.
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
         self._closing = False
 
     # ---- public ------------------------------------------------------------------
@@ -323,10 +326,11 @@ class BatchQueue:
 
     def _wake_at(self, when: float) -> None:
         if self._timer is not None:
-            if self._timer.when() <= when:
+            if self._timer_at <= when:
                 return  # an earlier wake-up is already set
             self._timer.cancel()
         self._timer = self._loop.call_at(when, self._on_timer)
+        self._timer_at = when
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -391,7 +395,10 @@ class BatchQueue:
             nonlocal released
             if not released:
                 released = True
-                self._release_slot()
+                try:
+                    self._release_slot()
+                except Exception:  # a scheduling bug must not cost this batch its answers
+                    log.exception("model %s: starting the next batch failed", self.name)
 
         try:
             await self._run_batch(batch, release)

@@ -348,3 +348,24 @@ async def test_no_waiting_when_the_model_says_it_does_not_pay() -> None:
     await asyncio.wait_for(q.submit(rows(1), 1), 5)  # would wait 30 s if waiting paid
     assert runtime.rows_per_batch() == [1]
     await q.aclose()
+
+
+def test_a_wake_up_already_due_under_uvloop_does_not_break_the_next_one() -> None:
+    # uvloop answers call_at for a time already past with a plain Handle, without
+    # when(): the next wake-up then raised AttributeError inside a batch's task, as it
+    # freed its slot, and that batch's requests were never answered (found with
+    # `--max-inflight-batches 2`: 14 of perf_analyzer's 16 requests hung).
+    import uvloop
+
+    async def scenario() -> None:
+        runtime = FakeRuntime()
+        q = queue(runtime, max_queue_delay_s=0.05)
+        loop = asyncio.get_running_loop()
+        q._wake_at(loop.time() - 1.0)
+        q._wake_at(loop.time() + 1.0)
+        answer = await asyncio.wait_for(q.submit(rows(3), 1), 5)
+        assert float(answer["y"][0, 0]) == 6.0
+        await q.aclose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
