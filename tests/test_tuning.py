@@ -13,15 +13,20 @@ from infergate.settings import Settings, SettingsError
 
 
 @pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 3), (16, 15)])
-def test_automatic_intra_op_threads_keep_a_core_for_the_front_end(cores: int, threads: int) -> None:
+def test_automatic_threads_keep_a_core_for_the_front_end_unless_idle_threads_sleep(
+    cores: int, threads: int
+) -> None:
     chosen = tuning.intra_op_threads(Settings(), cores=cores)
     assert chosen.intra_op_threads == threads
+    assert chosen.sleeping_intra_op_threads == cores
     assert f"{cores} usable core" in chosen.reason
 
 
 def test_an_explicit_count_or_the_runtimes_default_is_taken_as_given() -> None:
-    assert tuning.intra_op_threads(Settings(intra_op_threads=3), cores=16).intra_op_threads == 3
-    assert tuning.intra_op_threads(Settings(intra_op_threads=-1), cores=16).intra_op_threads == 0
+    explicit = tuning.intra_op_threads(Settings(intra_op_threads=3), cores=16)
+    assert (explicit.intra_op_threads, explicit.sleeping_intra_op_threads) == (3, 3)
+    default = tuning.intra_op_threads(Settings(intra_op_threads=-1), cores=16)
+    assert (default.intra_op_threads, default.sleeping_intra_op_threads) == (0, 0)
     with pytest.raises(SettingsError, match="automatic"):
         tuning.intra_op_threads(Settings(intra_op_threads=-2))
 

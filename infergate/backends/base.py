@@ -31,6 +31,11 @@ class BackendOptions:
     """Runtime settings a backend may honour; each says what it ignores."""
 
     intra_op_threads: int = 0  # 0: the runtime's default
+    # The same for a runtime whose idle pool threads sleep rather than spin
+    # (onnxruntime, spinning turned off): it may take more, even every core, since
+    # with one batch in flight its calls mostly alternate with the front end's work
+    # (docs/performance.md); 0: intra_op_threads.
+    sleeping_intra_op_threads: int = 0
     inter_op_threads: int = 0
     use_gpu: bool = True
     # Free-form, per-backend settings (the model config's `parameters`).
@@ -131,6 +136,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def load(self, artifact: Path, options: BackendOptions) -> LoadedModel:
         """Load an artifact; raises ModelLoadError with a clear reason on failure."""
+
+    def intra_op_threads(self, options: BackendOptions) -> int:
+        """The threads one of its calls may use under `options` (0: the runtime's default)."""
+        return options.intra_op_threads
 
 
 class WrappedModel(LoadedModel):

@@ -47,6 +47,8 @@ _ONNX_BFLOAT16 = 16  # onnx.TensorProto.BFLOAT16
 # would write two lines there (a log flood any client could drive); the gateway
 # reports failures itself, with the runtime's message.
 _ORT_LOG_FATAL = 4
+# onnxruntime's session config key: "0" lets idle intra-op pool threads sleep.
+ALLOW_SPINNING = "session.intra_op.allow_spinning"
 
 
 @functools.cache
@@ -79,6 +81,9 @@ class OnnxRuntimeBackend(Backend):
         device_id = int(options.extra.get("device_id", "0"))
         return choose_providers(self.probe, use_gpu=options.use_gpu, device_id=device_id)
 
+    def intra_op_threads(self, options: BackendOptions) -> int:
+        return options.sleeping_intra_op_threads or options.intra_op_threads
+
     def load(self, artifact: Path, options: BackendOptions) -> LoadedModel:
         import onnxruntime as ort
 
@@ -87,8 +92,12 @@ class OnnxRuntimeBackend(Backend):
             log.debug("onnxruntime: not using %s: %s", provider, reason)
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = options.intra_op_threads
+        so.intra_op_num_threads = self.intra_op_threads(options)
         so.inter_op_num_threads = options.inter_op_threads
+        # Idle pool threads sleep instead of spinning: they share the cores with the
+        # gRPC front end, and spinning took it a quarter of mlp_small's throughput
+        # with 2 threads on 2 cores (docs/performance.md).
+        so.add_session_config_entry(ALLOW_SPINNING, "0")
         so.log_severity_level = _ORT_LOG_FATAL
         provider_options = [_provider_options(p, options) for p in choice.providers]
         try:

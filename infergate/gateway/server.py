@@ -65,10 +65,14 @@ class GatewayServer:
             )
         threads = tuning.intra_op_threads(settings)
         log.info(
-            "runtime calls use %d intra-op thread(s) (%s)", threads.intra_op_threads, threads.reason
+            "runtime calls use %d intra-op thread(s), onnxruntime's %d (%s)",
+            threads.intra_op_threads,
+            threads.sleeping_intra_op_threads,
+            threads.reason,
         )
         options = BackendOptions(
             intra_op_threads=threads.intra_op_threads,
+            sleeping_intra_op_threads=threads.sleeping_intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
             use_gpu=settings.use_gpu,
         )

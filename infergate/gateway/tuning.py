@@ -12,14 +12,20 @@ from dataclasses import dataclass
 from infergate.settings import Settings, SettingsError
 
 # The front end (gRPC's poller, the event loop decoding, batching and answering)
-# needs about a core of its own at full load; measured here on 2 cores, giving the
-# runtime both cheated the front end of it (README, "Performance").
+# needs about a core of its own at full load: a runtime whose idle threads spin
+# (OpenVINO, TFLite) gets one core less than the machine has. onnxruntime's idle
+# threads sleep (spinning is turned off), and with one batch in flight its calls
+# mostly alternate with the front end's work, so it gets every core: measured on
+# 2 cores, cnn64 +7-20% and mlp_large +19% over one thread, mlp_small (on the
+# event loop) within the spread; OpenVINO on 2 threads lost 4-8%
+# (docs/performance.md).
 FRONT_END_CORES = 1
 
 
 @dataclass(frozen=True)
 class Tuned:
     intra_op_threads: int  # 0: the runtime's own default
+    sleeping_intra_op_threads: int  # the same, for a runtime whose idle threads sleep
     reason: str
 
 
@@ -35,9 +41,9 @@ def intra_op_threads(settings: Settings, cores: int | None = None) -> Tuned:
     """How many threads one runtime call may use."""
     chosen = settings.intra_op_threads
     if chosen > 0:
-        return Tuned(chosen, "--intra-op-threads")
+        return Tuned(chosen, chosen, "--intra-op-threads")
     if chosen == -1:
-        return Tuned(0, "--intra-op-threads -1: each runtime's own default")
+        return Tuned(0, 0, "--intra-op-threads -1: each runtime's own default")
     if chosen < -1:
         raise SettingsError(
             f"intra_op_threads must be a count, 0 (automatic) or -1 (the runtime's "
@@ -47,7 +53,10 @@ def intra_op_threads(settings: Settings, cores: int | None = None) -> Tuned:
     threads = max(1, cores - FRONT_END_CORES)
     return Tuned(
         threads,
-        f"automatic: {cores} usable core(s), {FRONT_END_CORES} kept for the gRPC front end",
+        cores,
+        f"automatic: {cores} usable core(s); onnxruntime, whose idle threads sleep, uses "
+        f"them all; runtimes whose threads spin use {threads}, keeping "
+        f"{FRONT_END_CORES} for the gRPC front end",
     )
 
 

@@ -155,12 +155,22 @@ class ModelLifecycle:
 
     # ---- serving -----------------------------------------------------------------
 
+    def _intra_op_threads(self, model: ModelVersion) -> int:
+        """The most threads any of the model's arms' calls may use."""
+        counts = [
+            backend.intra_op_threads(self.options)
+            if (backend := self.backends.get(arm.backend)) is not None
+            else self.options.intra_op_threads
+            for arm in model.arms
+        ]
+        return max(counts, default=self.options.intra_op_threads)
+
     def serve(self, model: ModelVersion) -> None:
         """Make a loaded model take traffic; versions it replaces drain in the background."""
         telemetry = BatchTelemetry(model.name, self._tracing, self._metrics)
         inflight = model.instances or self.max_inflight_batches
         model.execution = ExecutionChoice(
-            intra_op_threads=self.options.intra_op_threads,
+            intra_op_threads=self._intra_op_threads(model),
             intra_op_threads_reason=self.threads_reason,
             max_inflight_batches=inflight,
             max_inflight_batches_reason=(
