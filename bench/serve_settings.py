@@ -25,14 +25,16 @@ DELAY_WHY = (
     "5 ms at low load for no gain."
 )
 # The gateway's own defaults: since issue 21 they are what this sweep found best on
-# 2 cores (one batch in flight per device, runtime threads = usable cores - 1), so the
-# batching figures are those of a gateway nobody tuned.
+# 2 cores (one batch in flight per device, runtime threads = usable cores - 1), then
+# onnxruntime with spinning off on every core (docs/performance.md), so the batching
+# figures are those of a gateway nobody tuned.
 SERVE_ARGS: tuple[str, ...] = ()
 FLAGS_WHY = (
     "Default serve flags: one batch of a model in flight per device "
-    "(`--max-inflight-batches 1`) and runtime calls on one core less than the process "
-    "may use (`--intra-op-threads 0`, automatic: 1 thread on 2 cores), both chosen by "
-    "this sweep (`python -m bench.batching --sweep`). The defaults before (2 batches in "
+    "(`--max-inflight-batches 1`), chosen by this sweep (`python -m bench.batching "
+    "--sweep`), and `--intra-op-threads 0` (automatic): onnxruntime on every core with "
+    "its idle threads asleep (2 threads on 2 cores; see docs/performance.md), other "
+    "runtimes on one core less. The defaults before the sweep (2 batches in "
     "flight, onnxruntime's thread per core) kept batches at about 4-5 rows at "
     "concurrency 32: a slot frees as soon as one of the two batches ends and takes "
     "whatever few requests are queued, and two runtime calls with 2 threads each "
@@ -41,6 +43,7 @@ FLAGS_WHY = (
     "One batch in flight doubles the batch size (about 15 rows at concurrency 32) and "
     "one intra-op thread leaves a core to the request path: mlp_large on/off 4.0-4.7x "
     "and cnn 1.2-1.7x in the smoke runs. Two in flight alone: batches of 5-7 rows, "
-    "mlp_large on/off about 3x; runtime threads per core alone: batches of 11-15 rows, "
-    "but cnn barely gained (1.06x at concurrency 32)."
+    "mlp_large on/off about 3x; runtime threads per core alone (their idle threads "
+    "spinning, as then): batches of 11-15 rows, but cnn barely gained (1.06x at "
+    "concurrency 32)."
 )

@@ -227,14 +227,16 @@ class Settings:
             "it missed an event; 0: only at start and when Redis comes back"
         ),
     )
-    # On 2 cores, onnxruntime's own choice (a thread per core) cost 15-25% of
-    # throughput against one thread: its threads took the core the event loop needs
-    # to receive, decode and answer requests (infergate/gateway/tuning.py).
+    # On 2 cores, onnxruntime's own choice (a thread per core, spinning while idle)
+    # cost 15-25% of throughput against one thread: its spinning threads took the
+    # core the event loop needs. With spinning off it gains from every core
+    # (infergate/gateway/tuning.py).
     intra_op_threads: int = field(
         default=0,
         metadata=option(
-            "threads inside one runtime call; 0: automatic (one core less than this "
-            "process may use, at least 1: a core stays with the gRPC front end); "
+            "threads inside one runtime call; 0: automatic (onnxruntime, whose idle "
+            "threads sleep: every core this process may use; OpenVINO and TFLite: one "
+            "core less, at least 1, so a core stays with the gRPC front end); "
             "-1: the runtime's own default"
         ),
     )
