@@ -25,6 +25,7 @@ from infergate.gateway.core.redis_store import cache_store
 from infergate.gateway.core.replica_registry import registry_from_settings
 from infergate.gateway.core.repository_state import recover_shared
 from infergate.gateway.core.routing import RunOptions
+from infergate.gateway.request_decoding import LenientDecoding
 from infergate.gateway.servicers.admin_service import AdminServicer
 from infergate.gateway.servicers.inference import InferenceServicer
 from infergate.gateway.servicers.observe import InferenceObserver
@@ -132,9 +133,10 @@ class GatewayServer:
 
         # Generic handlers only: registered methods cost every RPC Python work in
         # proportion to their number (infergate/gateway/generic_handlers.py). Each
-        # call's authorization is checked in the handler lookup (auth.Guarded).
+        # call's authorization is checked in the handler lookup (auth.Guarded), and
+        # request bytes that do not parse answer INVALID_ARGUMENT (request_decoding).
         def guarded(handler: grpc.GenericRpcHandler) -> grpc.GenericRpcHandler:
-            return Guarded(handler, auth)
+            return Guarded(LenientDecoding(handler), auth)
 
         generic_handlers.add_services(
             self._server,

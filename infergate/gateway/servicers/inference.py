@@ -14,8 +14,10 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
+from google.protobuf.message import DecodeError
+
 from infergate import __version__
-from infergate.gateway import convert
+from infergate.gateway import convert, request_decoding
 from infergate.gateway.core.model_control import ModelControl
 from infergate.gateway.core.pipeline import UNKNOWN_MODEL, InferenceCore, check_version_string
 from infergate.gateway.core.registry import ModelState
@@ -184,7 +186,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             while (response := await responses.get()) is not None:
                 yield response
-            await reader
+            try:
+                await reader
+            except DecodeError as exc:  # a message's bytes did not parse: the stream ends
+                await context.abort(request_decoding.CODE, request_decoding.message(exc))
         finally:
             pending = [reader, *tasks]
             for task in pending:

@@ -1,0 +1,113 @@
+"""Request bytes that are not a protobuf message, sent to every kind of method of a
+live gateway: INVALID_ARGUMENT naming the parse failure, never grpc's UNKNOWN, and
+the gateway goes on serving."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from infergate.protocol import inference_pb2 as pb
+from infergate.protocol import inference_pb2_grpc as pb_grpc
+from tests.cli_gateway import CliGateway, cli_gateway
+from tests.conftest import DEMO_REPOSITORY
+from tests.hardening.test_fuzz_inference import MAX_DETAILS
+
+TOKEN = "garbage-bytes-token-0123456789abcdef"
+METADATA = (("authorization", f"Bearer {TOKEN}"),)
+CORRUPT = b"\xff\xff\xff"  # a field tag whose varint never ends
+UNARY = [
+    "/inference.GRPCInferenceService/ModelInfer",
+    "/inference.GRPCInferenceService/ModelMetadata",
+    "/inference.GRPCInferenceService/ServerLive",
+    "/infergate.admin.v1.ModelAdmin/DescribeModel",
+    "/grpc.health.v1.Health/Check",
+]
+STREAMING = [
+    "/inference.GRPCInferenceService/ModelStreamInfer",
+    "/infergate.admin.v1.ModelAdmin/RegisterModel",
+]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliGateway]:
+    workdir = tmp_path_factory.mktemp("garbage-bytes")
+    repository = workdir / "repository"
+    shutil.copytree(DEMO_REPOSITORY / "digits", repository / "digits")
+    os.environ["INFERGATE_ADMIN_TOKEN"] = TOKEN
+    try:
+        with cli_gateway(workdir, repository, ["--backends", "onnxruntime"]) as gateway:
+            yield gateway
+    finally:
+        os.environ.pop("INFERGATE_ADMIN_TOKEN", None)
+
+
+def raw(data: bytes) -> bytes:
+    return data
+
+
+def good_request_is_answered(channel: grpc.Channel) -> None:
+    good = pb.ModelInferRequest(model_name="digits")
+    good.inputs.add(name="x", datatype="FP32", shape=[1, 64])
+    good.raw_input_contents.append(np.zeros((1, 64), np.float32).tobytes())
+    response = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(good, timeout=20)
+    assert response.outputs[0].shape == [1, 10]
+
+
+@pytest.mark.parametrize("method", UNARY)
+def test_a_request_that_does_not_parse_is_invalid_argument(live: CliGateway, method: str) -> None:
+    with grpc.insecure_channel(live.url) as channel:
+        call = channel.unary_unary(method, request_serializer=raw, response_deserializer=raw)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(CORRUPT, metadata=METADATA, timeout=20)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "the request's bytes do not parse" in refused.value.details()
+        good_request_is_answered(channel)
+
+
+@pytest.mark.parametrize("method", STREAMING)
+def test_a_streamed_message_that_does_not_parse_is_invalid_argument(
+    live: CliGateway, method: str
+) -> None:
+    with grpc.insecure_channel(live.url) as channel:
+        call = channel.stream_stream(method, request_serializer=raw, response_deserializer=raw)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(call(iter([CORRUPT]), metadata=METADATA, timeout=20))
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "the request's bytes do not parse" in refused.value.details()
+        good_request_is_answered(channel)
+
+
+def test_made_up_methods_are_unimplemented_and_not_remembered(live: CliGateway) -> None:
+    with grpc.insecure_channel(live.url) as channel:
+        for i in range(3):
+            call = channel.unary_unary(
+                f"/inference.GRPCInferenceService/NoSuchMethod{i}",
+                request_serializer=raw,
+                response_deserializer=raw,
+            )
+            with pytest.raises(grpc.RpcError) as refused:
+                call(b"", metadata=METADATA, timeout=20)
+            assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(UNARY), st.binary(max_size=200))
+def test_any_bytes_get_a_documented_status(live: CliGateway, method: str, data: bytes) -> None:
+    with grpc.insecure_channel(live.url) as channel:
+        call = channel.unary_unary(method, request_serializer=raw, response_deserializer=raw)
+        try:
+            call(data, metadata=METADATA, timeout=20)
+        except grpc.RpcError as exc:
+            assert exc.code() in {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}, (
+                exc.code(),
+                exc.details(),
+            )
+            assert exc.details() and len(exc.details()) <= MAX_DETAILS
