@@ -5,15 +5,16 @@ reaches the client as UNKNOWN "Unexpected <class 'DecodeError'>...": a hostile o
 broken client's garbage looks like a server fault. For methods that take one
 request, LenientDecoding hands the handler an Undecodable in its place, and the
 handler answers INVALID_ARGUMENT; for methods that take a stream, the parser raises
-while the servicer reads the stream, and the servicer answers (servicers/errors.py,
-ModelStreamInfer).
+while the servicer reads the stream, and a wrapper answers. A servicer method marked
+@handles_undecodable does either itself (servicers/errors.py's grpc_errors,
+ModelStreamInfer) and gets no wrapper.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -24,6 +25,21 @@ CODE = grpc.StatusCode.INVALID_ARGUMENT
 def message(error: DecodeError) -> str:
     """The status message for request bytes that do not parse."""
     return f"the request's bytes do not parse: {error}"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles_undecodable(behavior: F) -> F:
+    """Mark a servicer method that answers an Undecodable request (or a DecodeError
+    while reading its stream) itself: LenientDecoding then adds no wrapper to it, so
+    hot methods pay nothing per call or per message."""
+    behavior.handles_undecodable = True  # type: ignore[attr-defined]
+    return behavior
+
+
+def _handles_it(behavior: Any) -> bool:
+    return bool(getattr(behavior, "handles_undecodable", False))
 
 
 class Undecodable:
@@ -48,9 +64,9 @@ def lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any
 class LenientDecoding(grpc.GenericRpcHandler):
     """A service's handlers, those taking one request made to answer INVALID_ARGUMENT
     when its bytes do not parse. Wrapped handlers are kept per method, so a call
-    costs one dictionary lookup here; a unary method whose behaviour checks for an
-    Undecodable itself (grpc_errors does) gets no wrapper coroutine, which cost
-    about 1% of a request's instructions (python -m bench.instructions)."""
+    costs one dictionary lookup here; a method marked @handles_undecodable gets no
+    wrapper (on ModelInfer a wrapper coroutine cost about 1% of a request's
+    instructions, python -m bench.instructions)."""
 
     def __init__(self, inner: grpc.GenericRpcHandler) -> None:
         self._inner = inner
@@ -66,8 +82,7 @@ class LenientDecoding(grpc.GenericRpcHandler):
             handler = self._inner.service(handler_call_details)
             if handler is None:
                 return None
-            if not handler.request_streaming:
-                handler = _checked(handler)
+            handler = _streamed(handler) if handler.request_streaming else _checked(handler)
             self._handlers[method] = handler
         return handler
 
@@ -76,7 +91,7 @@ def _checked(handler: Any) -> Any:
     """`handler` (one request) with a lenient parser and a check before its behaviour."""
     if handler.unary_unary is not None:
         behavior = handler.unary_unary
-        if getattr(behavior, "checks_undecodable", False):  # servicers.errors.grpc_errors
+        if _handles_it(behavior):  # servicers.errors.grpc_errors, say
             return handler._replace(request_deserializer=lenient(handler.request_deserializer))
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -110,3 +125,32 @@ def _checked(handler: Any) -> Any:
     return handler._replace(
         request_deserializer=lenient(handler.request_deserializer), unary_stream=unary_stream
     )
+
+
+def _streamed(handler: Any) -> Any:
+    """`handler` (a stream of requests) answering INVALID_ARGUMENT when a message's
+    bytes do not parse, unless its behaviour does so itself."""
+    attribute = "stream_unary" if handler.stream_unary is not None else "stream_stream"
+    behavior = getattr(handler, attribute)
+    if _handles_it(behavior):
+        return handler
+    if inspect.isasyncgenfunction(behavior):
+
+        async def yielding(
+            requests: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            try:
+                async for response in behavior(requests, context):
+                    yield response
+            except DecodeError as exc:
+                await context.abort(CODE, message(exc))
+
+        return handler._replace(**{attribute: yielding})
+
+    async def returning(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behavior(requests, context)
+        except DecodeError as exc:
+            await context.abort(CODE, message(exc))
+
+    return handler._replace(**{attribute: returning})

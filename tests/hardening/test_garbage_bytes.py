@@ -33,6 +33,7 @@ UNARY = [
 STREAMING = [
     "/inference.GRPCInferenceService/ModelStreamInfer",
     "/infergate.admin.v1.ModelAdmin/RegisterModel",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ]
 
 
@@ -70,6 +71,19 @@ def test_a_request_that_does_not_parse_is_invalid_argument(live: CliGateway, met
         assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert "the request's bytes do not parse" in refused.value.details()
         good_request_is_answered(channel)
+
+
+def test_a_server_stream_whose_request_does_not_parse_is_invalid_argument(
+    live: CliGateway,
+) -> None:
+    with grpc.insecure_channel(live.url) as channel:
+        call = channel.unary_stream(
+            "/grpc.health.v1.Health/Watch", request_serializer=raw, response_deserializer=raw
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            list(call(CORRUPT, metadata=METADATA, timeout=20))
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "the request's bytes do not parse" in refused.value.details()
 
 
 @pytest.mark.parametrize("method", STREAMING)
@@ -111,3 +125,36 @@ def test_any_bytes_get_a_documented_status(live: CliGateway, method: str, data: 
                 exc.details(),
             )
             assert exc.details() and len(exc.details()) <= MAX_DETAILS
+
+
+def test_the_hot_methods_get_no_wrapper() -> None:
+    # A wrapper coroutine per call cost about 1% of ModelInfer's instructions, and a
+    # re-yielding one would cost the stream per message: these answer it themselves.
+    from collections import namedtuple
+
+    from infergate.gateway.request_decoding import LenientDecoding, Undecodable
+    from infergate.gateway.servicers.inference import InferenceServicer
+
+    servicer = object.__new__(InferenceServicer)  # only its methods are looked up
+    handler = LenientDecoding(_generic(servicer))
+    details = namedtuple("details", "method invocation_metadata")
+    unary = handler.service(details("/inference.GRPCInferenceService/ModelInfer", ()))
+    assert unary is not None and unary.unary_unary == servicer.ModelInfer
+    assert type(unary.request_deserializer(CORRUPT)) is Undecodable
+    streamed = handler.service(details("/inference.GRPCInferenceService/ModelStreamInfer", ()))
+    assert streamed is not None and streamed.stream_stream == servicer.ModelStreamInfer
+
+
+def _generic(servicer: object) -> grpc.GenericRpcHandler:
+    """The generated add function's generic handler for `servicer`."""
+    captured: list[grpc.GenericRpcHandler] = []
+
+    class Server:
+        def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler]) -> None:
+            captured.extend(handlers)
+
+        def add_registered_method_handlers(self, *_: object) -> None:
+            pass
+
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, Server())
+    return captured[0]

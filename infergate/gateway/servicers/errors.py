@@ -42,6 +42,4 @@ def grpc_errors(method: F) -> F:
                 grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
             )
 
-    # LenientDecoding need not wrap it again to answer requests that do not parse.
-    wrapper.checks_undecodable = True  # type: ignore[attr-defined]
-    return cast(F, wrapper)
+    return cast(F, request_decoding.handles_undecodable(wrapper))

@@ -142,6 +142,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         result = await self._core.infer(request, model)
         return convert.encode_result(result, placements)
 
+    @request_decoding.handles_undecodable
     async def ModelStreamInfer(
         self,
         request_iterator: AsyncIterator[pb.ModelInferRequest],
