@@ -41,6 +41,7 @@ from bench.perf_analyzer import PerfAnalyzerError, PerfResult, run_perf_analyzer
 EVENT_LOOP = "event loop"
 # perf_analyzer settles first; the window opens after this and closes before its end.
 SETTLE_S = 3.0
+START_TIMEOUT_S = 60.0
 DEFAULT_CONCURRENCY = {MLP_LARGE.name: 32}  # the peer section's; 16 for the others
 
 ThreadTimes = dict[tuple[int, str], int]  # (tid, group) -> ns on a CPU so far
@@ -145,11 +146,22 @@ def run(
                 except BaseException as exc:  # reported below, in this thread
                     outcome["error"] = exc
 
+            def answered() -> int:
+                return read_counts(gw.url, model).success_count
+
             loader = threading.Thread(target=load, daemon=True)
+            before_load = answered()
             loader.start()
-            window = measure_window(
-                gw.process.pid, lambda: read_counts(gw.url, model).success_count, window_s
-            )
+            # The settling time counts from the load's first answer, not from
+            # perf_analyzer's start (slow on a cold machine).
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while answered() == before_load and loader.is_alive():
+                if time.monotonic() > deadline:
+                    raise GatewayError(f"no answer within {START_TIMEOUT_S:.0f} s of the load")
+                time.sleep(0.05)
+            if "error" in outcome:  # perf_analyzer failed before the window
+                raise outcome["error"]
+            window = measure_window(gw.process.pid, answered, window_s)
             loader.join()
     error = outcome.get("error")
     if error is not None:
