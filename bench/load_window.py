@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shlex
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import thread_cpu
 from bench.gateway_process import GatewayError, gateway
 from bench.model_counts import read_counts
 from bench.peer_models import MLP_LARGE, MODELS, infergate_repository, model_files
@@ -79,11 +79,9 @@ def group_of(tid: int, pid: int, name: str) -> str:
 
 def thread_times(pid: int) -> ThreadTimes:
     times: ThreadTimes = {}
-    for entry in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(OSError, ValueError):  # a thread that ended meanwhile
-            tid = int(entry)
+    for tid, (run_ns, _) in thread_cpu.thread_times(pid).items():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
             name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-            run_ns = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
             times[(tid, group_of(tid, pid, name))] = run_ns
     return times
 
@@ -176,8 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m bench.load_window", description=(__doc__ or "").splitlines()[0]
     )
     parser.add_argument("--model", choices=[m.name for m in MODELS], default="cnn64")
-    parser.add_argument("--concurrency", type=int, default=0, help="0: the peer section's")
-    parser.add_argument("--window-s", type=float, default=6.0)
+    parser.add_argument("--concurrency", type=_at_least_0, default=0, help="0: the peer section's")
+    parser.add_argument("--window-s", type=_positive_s, default=6.0)
     parser.add_argument("--serve-args", default="", help="more `infergate serve` flags")
     parser.add_argument("--repository", type=Path, default=Path("models/repository"))
     args = parser.parse_args(argv)
@@ -202,6 +200,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"p99 {result.p99_us:,.0f} us"
     )
     return 0
+
+
+def _at_least_0(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"want a count (0: the peer section's), got {text}")
+    return value
+
+
+def _positive_s(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"want seconds above 0, got {text}")
+    return value
 
 
 if __name__ == "__main__":

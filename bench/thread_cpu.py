@@ -54,7 +54,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _thread_times(pid: int) -> dict[int, tuple[int, int]]:
+def thread_times(pid: int) -> dict[int, tuple[int, int]]:
     """Per thread: (ns on a CPU, ns runnable but waiting for one), so far."""
     times = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -65,13 +65,13 @@ def _thread_times(pid: int) -> dict[int, tuple[int, int]]:
 
 
 def _cpu_ns(pid: int) -> int:
-    return sum(run_ns for run_ns, _ in _thread_times(pid).values())
+    return sum(run_ns for run_ns, _ in thread_times(pid).values())
 
 
 def snapshot(gateway_pid: int, receiver_pid: int) -> dict[str, int]:
     """Nanoseconds so far by group (threads that end between snapshots are not counted)."""
     groups: dict[str, int] = defaultdict(int)
-    for tid, (run_ns, wait_ns) in _thread_times(gateway_pid).items():
+    for tid, (run_ns, wait_ns) in thread_times(gateway_pid).items():
         if tid == gateway_pid:
             groups[EVENT_LOOP] += run_ns
             groups[EVENT_LOOP_WAIT] += wait_ns

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,3 +113,19 @@ def cli_gateway(
                     f"gateway exited with {proc.returncode} after SIGINT:\n"
                     + log.read_text(errors="replace")
                 )
+
+
+@contextlib.contextmanager
+def digits_with_admin_token(workdir: Path, token: str) -> Iterator[CliGateway]:
+    """`infergate serve` of the demo `digits` on onnxruntime, its admin service behind
+    `token` (INFERGATE_ADMIN_TOKEN, set only while it starts and runs)."""
+    from tests.conftest import DEMO_REPOSITORY
+
+    repository = workdir / "repository"
+    shutil.copytree(DEMO_REPOSITORY / "digits", repository / "digits")
+    os.environ["INFERGATE_ADMIN_TOKEN"] = token
+    try:
+        with cli_gateway(workdir, repository, ["--backends", "onnxruntime"]) as gateway:
+            yield gateway
+    finally:
+        os.environ.pop("INFERGATE_ADMIN_TOKEN", None)

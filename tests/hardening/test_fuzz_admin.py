@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
-import shutil
 from collections.abc import Iterator
 
 import grpc
@@ -26,7 +25,7 @@ from infergate.protocol import admin_pb2_grpc as apb_grpc
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import inference_pb2_grpc as pb_grpc
 from infergate.protocol import model_config_pb2 as mc
-from tests.cli_gateway import CliGateway, cli_gateway
+from tests.cli_gateway import CliGateway, digits_with_admin_token
 from tests.conftest import DEMO_REPOSITORY
 from tests.hardening.test_fuzz_inference import MAX_DETAILS, weird_text
 
@@ -125,15 +124,8 @@ def registrations(draw: st.DrawFn) -> list[apb.RegisterModelRequest]:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliGateway]:
-    workdir = tmp_path_factory.mktemp("fuzz-admin")
-    repository = workdir / "repository"
-    shutil.copytree(DEMO_REPOSITORY / "digits", repository / "digits")
-    os.environ["INFERGATE_ADMIN_TOKEN"] = TOKEN
-    try:
-        with cli_gateway(workdir, repository, ["--backends", "onnxruntime"]) as gateway:
-            yield gateway
-    finally:
-        os.environ.pop("INFERGATE_ADMIN_TOKEN", None)
+    with digits_with_admin_token(tmp_path_factory.mktemp("fuzz-admin"), TOKEN) as gateway:
+        yield gateway
 
 
 def _check(call: object, counts: collections.Counter[str]) -> None:

@@ -4,8 +4,6 @@ the gateway goes on serving."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 
 import grpc
@@ -16,8 +14,7 @@ from hypothesis import strategies as st
 
 from infergate.protocol import inference_pb2 as pb
 from infergate.protocol import inference_pb2_grpc as pb_grpc
-from tests.cli_gateway import CliGateway, cli_gateway
-from tests.conftest import DEMO_REPOSITORY
+from tests.cli_gateway import CliGateway, digits_with_admin_token
 from tests.hardening.test_fuzz_inference import MAX_DETAILS
 
 TOKEN = "garbage-bytes-token-0123456789abcdef"
@@ -39,15 +36,8 @@ STREAMING = [
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliGateway]:
-    workdir = tmp_path_factory.mktemp("garbage-bytes")
-    repository = workdir / "repository"
-    shutil.copytree(DEMO_REPOSITORY / "digits", repository / "digits")
-    os.environ["INFERGATE_ADMIN_TOKEN"] = TOKEN
-    try:
-        with cli_gateway(workdir, repository, ["--backends", "onnxruntime"]) as gateway:
-            yield gateway
-    finally:
-        os.environ.pop("INFERGATE_ADMIN_TOKEN", None)
+    with digits_with_admin_token(tmp_path_factory.mktemp("garbage-bytes"), TOKEN) as gateway:
+        yield gateway
 
 
 def raw(data: bytes) -> bytes:
@@ -143,6 +133,22 @@ def test_the_hot_methods_get_no_wrapper() -> None:
     assert type(unary.request_deserializer(CORRUPT)) is Undecodable
     streamed = handler.service(details("/inference.GRPCInferenceService/ModelStreamInfer", ()))
     assert streamed is not None and streamed.stream_stream == servicer.ModelStreamInfer
+
+
+def test_made_up_method_names_take_no_memory() -> None:
+    # The wrapped handlers are kept per method: only for methods the service has, or
+    # a client could grow the table with every name it makes up.
+    from collections import namedtuple
+
+    from infergate.gateway.request_decoding import LenientDecoding
+    from infergate.gateway.servicers.inference import InferenceServicer
+
+    handler = LenientDecoding(_generic(object.__new__(InferenceServicer)))
+    details = namedtuple("details", "method invocation_metadata")
+    for i in range(100):
+        assert handler.service(details(f"/inference.GRPCInferenceService/X{i}", ())) is None
+    assert handler.service(details("/inference.GRPCInferenceService/ServerLive", ()))
+    assert len(handler._handlers) == 1
 
 
 def _generic(servicer: object) -> grpc.GenericRpcHandler:
